@@ -1,0 +1,218 @@
+"""Keras LSTM text classifiers: build, train, save, load and fast batched inference.
+
+No pyspark here: the Spark stages in :mod:`sparktweet.lstm` call this code inside Python workers,
+and benchmarks call it in a plain Python process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PAD, OOV = 0, 1
+MODEL_FILE = "model.keras"
+META_FILE = "classifier.json"
+FORMAT = "sparktweet-lstm-1"
+
+
+def configure_tensorflow(threads: int = 0) -> None:
+    """Pin TensorFlow's thread pools (0 keeps TF's default); must run before TF builds its first op."""
+    import tensorflow as tf
+
+    if threads > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            # Already initialised in this process: the first setting stays.
+            log.debug("TensorFlow threads already configured")
+
+
+@dataclass
+class Vocabulary:
+    """Token → index map; 0 is padding and 1 is out-of-vocabulary."""
+
+    words: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.index = {w: i + 2 for i, w in enumerate(self.words)}
+
+    @classmethod
+    def build(cls, token_lists: Iterable[Sequence[str]], max_size: int = 8000, min_count: int = 2) -> "Vocabulary":
+        counts: Counter[str] = Counter()
+        for tokens in token_lists:
+            counts.update(tokens)
+        words = [w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_count][:max_size]
+        return cls(words)
+
+    def __len__(self) -> int:
+        return len(self.words) + 2
+
+    def encode(self, token_lists: Sequence[Sequence[str] | None], max_len: int) -> np.ndarray:
+        """Right-padded int32 matrix; the last ``max_len`` tokens are kept (the ask often comes last)."""
+        out = np.zeros((len(token_lists), max_len), dtype="int32")
+        get = self.index.get
+        for row, tokens in enumerate(token_lists):
+            if tokens is None:
+                continue
+            ids = [get(t, OOV) for t in tokens][-max_len:]
+            out[row, : len(ids)] = ids
+        return out
+
+
+def build_lstm(
+    vocab_size: int,
+    num_classes: int,
+    embedding: np.ndarray | None,
+    embedding_dim: int = 64,
+    units: int = 64,
+    dropout: float = 0.3,
+    trainable_embeddings: bool = True,
+):
+    """Embedding (word2vec-initialised) → bidirectional LSTM → softmax."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    emb_init = keras.initializers.Constant(embedding) if embedding is not None else "uniform"
+    x = layers.Embedding(
+        vocab_size, embedding_dim, embeddings_initializer=emb_init, mask_zero=True, trainable=trainable_embeddings, name="embedding"
+    )(inputs)
+    x = layers.SpatialDropout1D(dropout / 2)(x)
+    x = layers.Bidirectional(layers.LSTM(units), name="bilstm")(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+class TextClassifier:
+    """An LSTM over token ids with its vocabulary and class labels."""
+
+    def __init__(self, model, vocab: Vocabulary, labels: Sequence[str], max_len: int) -> None:
+        self.model = model
+        self.vocab = vocab
+        self.labels = list(labels)
+        self.max_len = max_len
+        self._call = None
+
+    @classmethod
+    def train(
+        cls,
+        token_lists: Sequence[Sequence[str]],
+        labels: Sequence[str],
+        label_order: Sequence[str] | None = None,
+        *,
+        max_len: int = 40,
+        vocab_size: int = 8000,
+        embedding_dim: int = 64,
+        units: int = 64,
+        epochs: int = 6,
+        batch_size: int = 64,
+        validation_fraction: float = 0.1,
+        class_weight: str = "balanced",
+        pretrain_embeddings: bool = True,
+        seed: int = 13,
+        verbose: int = 2,
+    ) -> tuple["TextClassifier", dict]:
+        """Fit on tokenised texts; returns the classifier and its training history (per epoch)."""
+        import keras
+
+        from sparktweet.embeddings import embedding_matrix, train_word2vec
+
+        keras.utils.set_random_seed(seed)
+        classes = list(label_order) if label_order else sorted(set(labels))
+        y = np.array([classes.index(lbl) for lbl in labels], dtype="int32")
+        vocab = Vocabulary.build(token_lists, max_size=vocab_size)
+        x = vocab.encode(token_lists, max_len)
+        matrix = None
+        if pretrain_embeddings:
+            vectors = train_word2vec(token_lists, dim=embedding_dim, seed=seed)
+            matrix = embedding_matrix(vocab.index, vectors, embedding_dim, seed=seed)
+        model = build_lstm(len(vocab), len(classes), matrix, embedding_dim=embedding_dim, units=units)
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(y))
+        n_val = int(len(y) * validation_fraction) if validation_fraction > 0 and len(y) >= 20 else 0
+        val_idx, tr_idx = order[:n_val], order[n_val:]
+        weights = None
+        if class_weight == "balanced":
+            counts = np.bincount(y[tr_idx], minlength=len(classes)).astype("float64")
+            weights = {i: float(len(tr_idx) / (len(classes) * c)) if c else 0.0 for i, c in enumerate(counts)}
+        callbacks = []
+        validation = None
+        if n_val:
+            validation = (x[val_idx], y[val_idx])
+            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True))
+        history = model.fit(
+            x[tr_idx],
+            y[tr_idx],
+            validation_data=validation,
+            epochs=epochs,
+            batch_size=batch_size,
+            class_weight=weights,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        return cls(model, vocab, classes, max_len), {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+    def save(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.model.save(os.path.join(path, MODEL_FILE))
+        meta = {"format": FORMAT, "labels": self.labels, "max_len": self.max_len, "vocab": self.vocab.words}
+        with open(os.path.join(path, META_FILE), "w", encoding="utf-8") as f:
+            json.dump(meta, f)
+
+    @classmethod
+    def load(cls, path: str, threads: int = 0) -> "TextClassifier":
+        configure_tensorflow(threads)
+        import keras
+
+        with open(os.path.join(path, META_FILE), encoding="utf-8") as f:
+            meta = json.load(f)
+        if meta.get("format") != FORMAT:
+            from sparktweet.errors import ModelError
+
+            raise ModelError(f"{path}: classifier format {meta.get('format')!r} is not {FORMAT!r}; retrain the model.")
+        model = keras.models.load_model(os.path.join(path, MODEL_FILE), compile=False)
+        return cls(model, Vocabulary(meta["vocab"]), meta["labels"], int(meta["max_len"]))
+
+    def _compiled(self):
+        if self._call is None:
+            import tensorflow as tf
+
+            model = self.model
+            self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        return self._call
+
+    def predict_proba(self, token_lists: Sequence[Sequence[str] | None], batch_size: int = 1024) -> np.ndarray:
+        """Class probabilities, shape (n, classes). Rows are length-bucketed so short tweets carry no padding."""
+        n = len(token_lists)
+        probs = np.zeros((n, len(self.labels)), dtype="float32")
+        if n == 0:
+            return probs
+        x = self.vocab.encode(token_lists, self.max_len)
+        lengths = (x != PAD).sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        call = self._compiled()
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            width = max(int(lengths[idx].max()), 1)
+            # Round widths up to a multiple of 8 so tf.function traces a handful of shapes, not one per batch.
+            width = min(self.max_len, ((width + 7) // 8) * 8)
+            probs[idx] = np.asarray(call(x[idx, :width]))
+        return probs
+
+    def predict(self, token_lists: Sequence[Sequence[str] | None], batch_size: int = 1024) -> tuple[list[str], np.ndarray]:
+        """Predicted labels and the probability of each chosen label."""
+        probs = self.predict_proba(token_lists, batch_size)
+        best = probs.argmax(axis=1)
+        return [self.labels[i] for i in best], probs[np.arange(len(best)), best]

@@ -1,0 +1,151 @@
+"""Spark glue shared by the two LSTM classifiers (sentiment and topic).
+
+An Estimator collects tokens and labels to the driver and trains a Keras model there (training
+data for tweets fits in memory); its Model scores with a pandas UDF that loads the Keras model
+once per Python worker. TensorFlow is imported inside the worker only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+import pandas as pd
+from pyspark.ml import Estimator, Model
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.functions import pandas_udf
+
+from sparktweet.errors import InputError
+from sparktweet.params import HasBatchSize, HasErrorCol, HasTokensCol
+from sparktweet.persistence import ArtifactRef, HasArtifacts, new_artifact_dir
+from sparktweet.workers import cached, error_column, resolve_artifact, with_struct_outputs
+
+log = logging.getLogger(__name__)
+
+
+class _LstmParams(HasTokensCol, HasErrorCol, HasBatchSize):
+    """Params shared by both LSTM estimators and their models, declared once."""
+
+    labelCol: Param[str] = Param(Params._dummy(), "labelCol", "Name of the training label column (string classes).", typeConverter=TypeConverters.toString)
+    predictionCol: Param[str] = Param(Params._dummy(), "predictionCol", "Name of the output column for the predicted class.", typeConverter=TypeConverters.toString)
+    scoreCol: Param[str] = Param(Params._dummy(), "scoreCol", "Name of the output column for the probability of the predicted class.", typeConverter=TypeConverters.toString)
+    labels: Param[list[str]] = Param(Params._dummy(), "labels", "Class labels in output order; empty means the sorted distinct training labels.", typeConverter=TypeConverters.toListString)
+    maxLen: Param[int] = Param(Params._dummy(), "maxLen", "Maximum number of tokens per tweet fed to the LSTM (the last ones are kept).", typeConverter=TypeConverters.toInt)
+    vocabSize: Param[int] = Param(Params._dummy(), "vocabSize", "Maximum vocabulary size; rarer tokens map to out-of-vocabulary.", typeConverter=TypeConverters.toInt)
+    embeddingDim: Param[int] = Param(Params._dummy(), "embeddingDim", "Dimension of the word embeddings.", typeConverter=TypeConverters.toInt)
+    lstmUnits: Param[int] = Param(Params._dummy(), "lstmUnits", "Units in each direction of the bidirectional LSTM.", typeConverter=TypeConverters.toInt)
+    epochs: Param[int] = Param(Params._dummy(), "epochs", "Maximum training epochs (early stopping on the validation part may stop sooner).", typeConverter=TypeConverters.toInt)
+    validationFraction: Param[float] = Param(Params._dummy(), "validationFraction", "Share of the training rows held out for early stopping.", typeConverter=TypeConverters.toFloat)
+    classWeight: Param[str] = Param(Params._dummy(), "classWeight", "Class weighting during training: 'balanced' or 'none'.", typeConverter=TypeConverters.toString)
+    pretrainEmbeddings: Param[bool] = Param(Params._dummy(), "pretrainEmbeddings", "Whether word2vec trained on the training tokens initialises the embedding layer.", typeConverter=TypeConverters.toBoolean)
+    seed: Param[int] = Param(Params._dummy(), "seed", "Random seed for word2vec, weight initialisation and shuffling.", typeConverter=TypeConverters.toInt)
+    tfThreads: Param[int] = Param(Params._dummy(), "tfThreads", "TensorFlow threads per Python worker at inference (0 = TensorFlow's default).", typeConverter=TypeConverters.toInt)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._setDefault(
+            labels=[], maxLen=40, vocabSize=8000, embeddingDim=64, lstmUnits=64, epochs=6,
+            validationFraction=0.1, classWeight="balanced", pretrainEmbeddings=True, seed=13, tfThreads=1,
+        )
+
+    def getLabelCol(self) -> str:
+        return self.getOrDefault(self.labelCol)
+
+    def getPredictionCol(self) -> str:
+        return self.getOrDefault(self.predictionCol)
+
+    def getScoreCol(self) -> str:
+        return self.getOrDefault(self.scoreCol)
+
+
+def _load_classifier(path: str, threads: int):
+    from sparktweet.keras_io import TextClassifier
+
+    return TextClassifier.load(path, threads=threads)
+
+
+def _score_udf(ref: ArtifactRef, batch_size: int, threads: int):
+    """A pandas UDF scoring token arrays; captures only a path reference and plain config."""
+
+    @pandas_udf("prediction string, score double, error string")  # type: ignore[call-overload]
+    def score(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        clf = cached("lstm", resolve_artifact(ref), lambda p: _load_classifier(p, threads))
+        for tokens in batches:
+            n = len(tokens)
+            pred = pd.Series([None] * n, dtype="object")
+            prob = pd.Series([None] * n, dtype="float64")
+            present = tokens.notna().to_numpy()
+            if present.any():
+                rows = [list(t) for t in tokens[present]]
+                labels, scores = clf.predict(rows, batch_size=batch_size)
+                pred[present] = labels
+                prob[present] = scores.astype("float64")
+            yield pd.DataFrame({"prediction": pred, "score": prob, "error": pd.Series([None] * n, dtype="object")})
+
+    return score
+
+
+class LstmClassifierModel(Model, _LstmParams, HasArtifacts):
+    """Scores ``tokensCol`` with a trained LSTM; base of :class:`SentimentModel` and :class:`TopicModel`."""
+
+    def getClassifier(self):
+        """The Keras classifier on the driver (for evaluation and plain-Python use)."""
+        return _load_classifier(self._require_artifacts(), 0)
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        tokens_col, err = self.getTokensCol(), self.getErrorCol()
+        if tokens_col not in dataset.columns:
+            raise InputError(f"{type(self).__name__}: input column {tokens_col!r} is missing; put a TweetPreprocessor before it.")
+        udf = _score_udf(self._artifact_ref(), self.getBatchSize(), self.getOrDefault(self.tfThreads))
+        tokens = F.when(error_column(dataset, err).isNull(), F.col(tokens_col))
+        return with_struct_outputs(
+            dataset, udf(tokens), [self.getPredictionCol(), self.getScoreCol()], err, field_names=["prediction", "score"]
+        )
+
+
+class LstmClassifier(Estimator, _LstmParams):
+    """Trains an LSTM on ``tokensCol`` → ``labelCol``; base of the sentiment and topic estimators."""
+
+    _model_class: type[LstmClassifierModel] = LstmClassifierModel
+
+    def _training_frame(self, dataset: DataFrame) -> pd.DataFrame:
+        tokens_col, label_col, err = self.getTokensCol(), self.getLabelCol(), self.getErrorCol()
+        for col in (tokens_col, label_col):
+            if col not in dataset.columns:
+                raise InputError(f"{type(self).__name__}: training column {col!r} is missing (have {dataset.columns}).")
+        rows = dataset.where(F.col(label_col).isNotNull() & F.col(tokens_col).isNotNull())
+        if err in dataset.columns:
+            rows = rows.where(F.col(err).isNull())
+        pdf = rows.select(tokens_col, F.col(label_col).cast("string").alias("label")).toPandas()
+        if pdf.empty:
+            raise InputError(f"{type(self).__name__}: no training rows with both {tokens_col!r} and {label_col!r}.")
+        return pdf
+
+    def _fit(self, dataset: DataFrame) -> LstmClassifierModel:
+        from sparktweet.keras_io import TextClassifier
+
+        pdf = self._training_frame(dataset)
+        tokens = [list(t) for t in pdf[self.getTokensCol()]]
+        labels = pdf["label"].tolist()
+        order = self.getOrDefault(self.labels) or sorted(set(labels))
+        unknown = sorted(set(labels) - set(order))
+        if unknown:
+            raise InputError(f"{type(self).__name__}: labels {unknown} are not among the configured labels {order}.")
+        log.info("%s: training on %d rows, classes %s", type(self).__name__, len(labels), order)
+        clf, history = TextClassifier.train(
+            tokens, labels, order,
+            max_len=self.getOrDefault(self.maxLen), vocab_size=self.getOrDefault(self.vocabSize),
+            embedding_dim=self.getOrDefault(self.embeddingDim), units=self.getOrDefault(self.lstmUnits),
+            epochs=self.getOrDefault(self.epochs), validation_fraction=self.getOrDefault(self.validationFraction),
+            class_weight=self.getOrDefault(self.classWeight), pretrain_embeddings=self.getOrDefault(self.pretrainEmbeddings),
+            seed=self.getOrDefault(self.seed),
+        )
+        path = new_artifact_dir(type(self).__name__.lower())
+        clf.save(path)
+        model = self._model_class()
+        self._copyValues(model)
+        model._set_artifact_dir(path)
+        model.trainingHistory = history
+        return model._set(labels=order)

@@ -1,0 +1,77 @@
+"""Tweet sentiment: a Keras bidirectional LSTM over preprocessed tokens (negative, neutral, positive)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark import keyword_only
+
+from sparktweet.lstm import LstmClassifier, LstmClassifierModel, _LstmParams
+
+SENTIMENTS = ["negative", "neutral", "positive"]
+
+
+class _SentimentParams(_LstmParams):
+    """Defaults for the sentiment estimator and model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._setDefault(labelCol="airline_sentiment", predictionCol="sentiment", scoreCol="sentiment_score", labels=list(SENTIMENTS))
+
+
+class SentimentModel(LstmClassifierModel, _SentimentParams):
+    """Adds ``sentiment`` (negative, neutral, positive) and ``sentiment_score`` (probability of that class).
+
+    Examples
+    --------
+    >>> from pyspark.ml import Pipeline
+    >>> from sparktweet import TweetPreprocessor, SentimentClassifier
+    >>> model = Pipeline(stages=[TweetPreprocessor(), SentimentClassifier(epochs=1)]).fit(train_df)  # doctest: +SKIP
+    >>> model.transform(df).select("text", "sentiment", "sentiment_score").show()  # doctest: +SKIP
+    """
+
+    @keyword_only
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+
+class SentimentClassifier(LstmClassifier, _SentimentParams):
+    """Trains the sentiment LSTM from ``tokens`` and a string label column (default ``airline_sentiment``).
+
+    Parameters
+    ----------
+    tokensCol, labelCol, predictionCol, scoreCol, epochs, maxLen, vocabSize, embeddingDim, lstmUnits, ...
+        See the Params' docs (``explainParams()``).
+    """
+
+    _model_class = SentimentModel
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        tokensCol: str = "tokens",
+        labelCol: str = "airline_sentiment",
+        predictionCol: str = "sentiment",
+        scoreCol: str = "sentiment_score",
+        errorCol: str = "error",
+        epochs: int = 6,
+        maxLen: int = 40,
+        vocabSize: int = 8000,
+        embeddingDim: int = 64,
+        lstmUnits: int = 64,
+        batchSize: int = 1024,
+        validationFraction: float = 0.1,
+        classWeight: str = "balanced",
+        pretrainEmbeddings: bool = True,
+        seed: int = 13,
+        tfThreads: int = 1,
+    ) -> None:
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, **kwargs: Any) -> "SentimentClassifier":
+        """Sets params for this estimator."""
+        return self._set(**self._input_kwargs)

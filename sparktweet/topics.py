@@ -1,0 +1,187 @@
+"""Topics: guided LDA that labels tweets with the query categories, and the LSTM trained on those labels."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator
+
+import pandas as pd
+from pyspark import keyword_only
+from pyspark.ml import Estimator, Model
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.functions import pandas_udf
+
+from sparktweet.categories import load_categories
+from sparktweet.errors import InputError
+from sparktweet.lstm import LstmClassifier, LstmClassifierModel, _LstmParams
+from sparktweet.params import HasBatchSize, HasCategoriesPath, HasErrorCol, HasTokensCol
+from sparktweet.persistence import ArtifactRef, HasArtifacts, new_artifact_dir
+from sparktweet.workers import cached, error_column, resolve_artifact, with_struct_outputs
+
+log = logging.getLogger(__name__)
+
+
+class _TopicLabelerParams(HasTokensCol, HasErrorCol, HasBatchSize, HasCategoriesPath):
+    """Params shared by :class:`TopicLabeler` and :class:`TopicLabelerModel`."""
+
+    labelCol: Param[str] = Param(Params._dummy(), "labelCol", "Name of the output column with the LDA topic's category code.", typeConverter=TypeConverters.toString)
+    scoreCol: Param[str] = Param(Params._dummy(), "scoreCol", "Name of the output column with the probability of that topic.", typeConverter=TypeConverters.toString)
+    extraTopics: Param[int] = Param(Params._dummy(), "extraTopics", "Number of unseeded LDA topics that absorb chatter besides one topic per category.", typeConverter=TypeConverters.toInt)
+    seedWeight: Param[float] = Param(Params._dummy(), "seedWeight", "Prior weight (eta) of a category's seed keywords in its own topic.", typeConverter=TypeConverters.toFloat)
+    passes: Param[int] = Param(Params._dummy(), "passes", "Number of passes of LDA over the corpus.", typeConverter=TypeConverters.toInt)
+    iterations: Param[int] = Param(Params._dummy(), "iterations", "Maximum inference iterations per document and pass.", typeConverter=TypeConverters.toInt)
+    minDocFreq: Param[int] = Param(Params._dummy(), "minDocFreq", "Words in fewer tweets than this are left out of the LDA vocabulary.", typeConverter=TypeConverters.toInt)
+    seed: Param[int] = Param(Params._dummy(), "seed", "Random seed of the LDA.", typeConverter=TypeConverters.toInt)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._setDefault(labelCol="topic_label", scoreCol="topic_score", extraTopics=2, seedWeight=5.0, passes=8, iterations=100, minDocFreq=3, seed=13)
+
+    def getLabelCol(self) -> str:
+        return self.getOrDefault(self.labelCol)
+
+    def getScoreCol(self) -> str:
+        return self.getOrDefault(self.scoreCol)
+
+
+def _load_lda(path: str):
+    from sparktweet.lda import GuidedLda
+
+    return GuidedLda.load(path)
+
+
+def _label_udf(ref: ArtifactRef):
+    @pandas_udf("label string, score double, error string")  # type: ignore[call-overload]
+    def label(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        lda = cached("lda", resolve_artifact(ref), _load_lda)
+        for tokens in batches:
+            n = len(tokens)
+            codes = pd.Series([None] * n, dtype="object")
+            scores = pd.Series([None] * n, dtype="float64")
+            present = tokens.notna().to_numpy()
+            if present.any():
+                got, prob = lda.label([list(t) for t in tokens[present]])
+                codes[present] = got
+                scores[present] = prob.astype("float64")
+            yield pd.DataFrame({"label": codes, "score": scores, "error": pd.Series([None] * n, dtype="object")})
+
+    return label
+
+
+class TopicLabelerModel(Model, _TopicLabelerParams, HasArtifacts):
+    """Adds ``topic_label`` (a category code) and ``topic_score`` from the guided LDA."""
+
+    @keyword_only
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+    def getLda(self):
+        """The gensim model on the driver, for reports."""
+        return _load_lda(self._require_artifacts())
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        tokens_col, err = self.getTokensCol(), self.getErrorCol()
+        if tokens_col not in dataset.columns:
+            raise InputError(f"TopicLabelerModel: input column {tokens_col!r} is missing; put a TweetPreprocessor before it.")
+        tokens = F.when(error_column(dataset, err).isNull(), F.col(tokens_col))
+        udf = _label_udf(self._artifact_ref())
+        return with_struct_outputs(dataset, udf(tokens), [self.getLabelCol(), self.getScoreCol()], err, field_names=["label", "score"])
+
+
+class TopicLabeler(Estimator, _TopicLabelerParams):
+    """Guided LDA (gensim) seeded by the category keywords of ``conf/categories.yaml``; labels training data.
+
+    Examples
+    --------
+    >>> labeler = TopicLabeler(passes=2)
+    >>> labelled = labeler.fit(tokens_df).transform(tokens_df)  # doctest: +SKIP
+    >>> labelled.select("tokens", "topic_label", "topic_score").show()  # doctest: +SKIP
+    """
+
+    @keyword_only
+    def __init__(
+        self, *, tokensCol: str = "tokens", labelCol: str = "topic_label", scoreCol: str = "topic_score", errorCol: str = "error",
+        categoriesPath: str = "", extraTopics: int = 2, seedWeight: float = 5.0, passes: int = 8, iterations: int = 100,
+        minDocFreq: int = 3, seed: int = 13, batchSize: int = 1024,
+    ) -> None:
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, **kwargs: Any) -> "TopicLabeler":
+        """Sets params for this estimator."""
+        return self._set(**self._input_kwargs)
+
+    def _fit(self, dataset: DataFrame) -> TopicLabelerModel:
+        from sparktweet.lda import GuidedLda
+
+        tokens_col, err = self.getTokensCol(), self.getErrorCol()
+        if tokens_col not in dataset.columns:
+            raise InputError(f"TopicLabeler: input column {tokens_col!r} is missing; put a TweetPreprocessor before it.")
+        rows = dataset.where(F.col(tokens_col).isNotNull())
+        if err in dataset.columns:
+            rows = rows.where(F.col(err).isNull())
+        docs = [list(t) for t in rows.select(tokens_col).toPandas()[tokens_col]]
+        if not docs:
+            raise InputError("TopicLabeler: no rows with tokens to train on.")
+        categories = load_categories(self.getCategoriesPath() or None)
+        lda = GuidedLda.train(
+            docs, {c.code: c.keywords for c in categories},
+            extra_topics=self.getOrDefault(self.extraTopics), seed_weight=self.getOrDefault(self.seedWeight),
+            passes=self.getOrDefault(self.passes), iterations=self.getOrDefault(self.iterations),
+            no_below=self.getOrDefault(self.minDocFreq), seed=self.getOrDefault(self.seed),
+        )
+        path = new_artifact_dir("topiclabeler")
+        lda.save(path)
+        model = TopicLabelerModel()
+        self._copyValues(model)
+        model._set_artifact_dir(path)
+        return model
+
+
+class _TopicParams(_LstmParams):
+    """Defaults for the topic classifier and its model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._setDefault(labelCol="topic_label", predictionCol="category", scoreCol="category_score")
+
+
+class TopicModel(LstmClassifierModel, _TopicParams):
+    """Adds ``category`` (a category code of ``conf/categories.yaml``) and ``category_score``."""
+
+    @keyword_only
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+
+class TopicClassifier(LstmClassifier, _TopicParams):
+    """Trains the topic LSTM on the guided-LDA labels (``topic_label``).
+
+    Examples
+    --------
+    >>> from pyspark.ml import Pipeline
+    >>> stages = [TweetPreprocessor(), TopicLabeler(), TopicClassifier(epochs=2)]
+    >>> model = Pipeline(stages=stages).fit(train_df)  # doctest: +SKIP
+    """
+
+    _model_class = TopicModel
+
+    @keyword_only
+    def __init__(
+        self, *, tokensCol: str = "tokens", labelCol: str = "topic_label", predictionCol: str = "category",
+        scoreCol: str = "category_score", errorCol: str = "error", epochs: int = 6, maxLen: int = 40, vocabSize: int = 8000,
+        embeddingDim: int = 64, lstmUnits: int = 64, batchSize: int = 1024, validationFraction: float = 0.1,
+        classWeight: str = "balanced", pretrainEmbeddings: bool = True, seed: int = 13, tfThreads: int = 1,
+    ) -> None:
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, **kwargs: Any) -> "TopicClassifier":
+        """Sets params for this estimator."""
+        return self._set(**self._input_kwargs)
