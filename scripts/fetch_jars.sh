@@ -5,8 +5,10 @@
 #
 # Idempotent and fast when done: each folder keeps a stamp of the inputs that produced it and
 # is only refetched when the POM (or this script, or the Maven settings) changed, or with
-# --force. A fetch goes into a temporary folder that replaces the old one only when it is
-# complete and checked, so a failed run never leaves half a classpath behind.
+# --force. A fetch goes into a temporary folder and replaces the previous fetch's jars only when
+# it is complete and checked, so a failed run never leaves half a classpath behind. Jars that
+# other steps put in the same folder (jars/sparktweet-jvm.jar from jvm/preprocess/build.sh) are
+# left alone: only the jars listed in the folder's .fetched manifest are replaced.
 #
 # Usage: scripts/fetch_jars.sh [--force] [spark|broker]...   (default: both)
 # Env:   PYTHON   interpreter whose pyspark/jars the Spark jars must not duplicate
@@ -72,29 +74,40 @@ check_broker_jars() {
     done
 }
 
+# $dest/.fetched: line 1 the stamp, then the jar files this script put there. Only those are
+# replaced on a refetch, so jars other build steps add to the same folder survive.
+up_to_date() {
+    local dest="$1" stamp="$2" jar
+    [ -f "$dest/.fetched" ] && [ "$(head -n 1 "$dest/.fetched")" = "$stamp" ] || return 1
+    [ "$(wc -l <"$dest/.fetched")" -gt 1 ] || return 1
+    while read -r jar; do [ -f "$dest/$jar" ] || return 1; done < <(tail -n +2 "$dest/.fetched")
+}
+
 fetch() {
-    local name="$1" pom="$2" dest="$3" prop="$4" check="$5" stamp tmp
+    local name="$1" pom="$2" dest="$3" prop="$4" check="$5" stamp tmp jar
     stamp="$(stamp_of "$pom")"
-    if [ "$FORCE" -eq 0 ] && [ -f "$dest/.fetched" ] && [ "$(cat "$dest/.fetched")" = "$stamp" ] \
-        && compgen -G "$dest/*.jar" >/dev/null; then
-        log "$name jars up to date in ${dest#"$ROOT"/} ($(find "$dest" -maxdepth 1 -name '*.jar' | wc -l) jars)"
+    if [ "$FORCE" -eq 0 ] && up_to_date "$dest" "$stamp"; then
+        log "$name jars up to date in ${dest#"$ROOT"/} ($(($(wc -l <"$dest/.fetched") - 1)) jars)"
         return 0
     fi
-    mkdir -p "$(dirname "$dest")"
+    mkdir -p "$dest"
     tmp="$(mktemp -d "$dest.tmp.XXXXXX")"
     CLEANUP+=("$tmp" "$tmp.log")
     log "fetching $name jars ($pom) ..."
     if ! "$MVN" -B -q -ntp -s "$SETTINGS" -f "$pom" dependency:copy-dependencies "-D$prop=$tmp" >"$tmp.log" 2>&1; then
         cat "$tmp.log" >&2
-        rm -f "$tmp.log"
         die "Maven could not copy the $name jars (see the output above)."
     fi
-    rm -f "$tmp.log"
     "$check" "$tmp"
-    echo "$stamp" >"$tmp/.fetched"
-    rm -rf "$dest"
-    mv "$tmp" "$dest"
-    log "$name jars ready in ${dest#"$ROOT"/} ($(find "$dest" -maxdepth 1 -name '*.jar' | wc -l) jars)"
+    if [ -f "$dest/.fetched" ]; then
+        while read -r jar; do rm -f "$dest/$jar"; done < <(tail -n +2 "$dest/.fetched")
+    fi
+    rm -f "$dest/.fetched"
+    { echo "$stamp"; find "$tmp" -maxdepth 1 -name '*.jar' -printf '%f\n' | sort; } >"$tmp.manifest"
+    CLEANUP+=("$tmp.manifest")
+    mv "$tmp"/*.jar "$dest"/
+    mv "$tmp.manifest" "$dest/.fetched"
+    log "$name jars ready in ${dest#"$ROOT"/} ($(($(wc -l <"$dest/.fetched") - 1)) jars)"
 }
 
 for target in "${TARGETS[@]}"; do
