@@ -40,6 +40,7 @@ class GuidedLda:
         *,
         extra_topics: int = 2,
         seed_weight: float = 5.0,
+        seed_share: float = 0.8,
         base_eta: float = 0.01,
         passes: int = 8,
         iterations: int = 100,
@@ -69,9 +70,26 @@ class GuidedLda:
                 seeded += 1
         log.info("guided LDA: %d docs, %d terms, %d topics, %d seed words in vocabulary", len(docs), len(dictionary), k, seeded)
         lda = LdaModel(
-            corpus=corpus, id2word=dictionary, num_topics=k, eta=eta, alpha="asymmetric",
+            id2word=dictionary, num_topics=k, eta=eta, alpha="asymmetric",
             passes=passes, iterations=iterations, random_state=seed, eval_every=None,
         )
+        # Variational LDA forgets a prior once the data outweighs it, so seed the initial topic-word
+        # statistics too: each seed word starts with most of its expected mass in its own topic.
+        sstats = lda.state.get_lambda() - eta
+        counts = np.zeros(len(dictionary))
+        for bow in corpus:
+            for wid, c in bow:
+                counts[wid] += c
+        for t, code in enumerate(codes):
+            for word in seeds[code]:
+                wid = dictionary.token2id.get(word)
+                if wid is not None:
+                    sstats[:, wid] *= 0.01
+                    sstats[t, wid] += counts[wid] * seed_share
+        lda.state.sstats = sstats.astype(lda.dtype)
+        lda.sync_state()
+        if corpus:
+            lda.update(corpus, passes=passes, iterations=iterations)
         return cls(lda, dictionary, codes)
 
     def topic_matrix(self, token_lists: Sequence[Sequence[str] | None]) -> np.ndarray:
