@@ -47,9 +47,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from sparktweet.config import PROJECT_ROOT, get, load_config
 from sparktweet.errors import ConfigError, SparkTweetError
@@ -283,8 +284,6 @@ def _jvm_command(s: BrokerSettings, java: str, main_class: str, *args: str) -> l
     return [
         java,
         f"-Xmx{s.heap}",
-        "-XX:+UseG1GC",
-        "-XX:MaxGCPauseMillis=20",
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={s.log4j_file}",
         f"-Dkafka.logs.dir={s.logs_dir}",
@@ -373,8 +372,15 @@ def _locked(s: BrokerSettings) -> Iterator[None]:
 
 def _format(s: BrokerSettings, java: str, cluster_id: str | None) -> None:
     cmd = _jvm_command(
-        s, java, STORAGE_TOOL, "format", "-t", cluster_id or _random_cluster_id(),
-        "-c", str(s.properties_file), "--ignore-formatted",
+        s,
+        java,
+        STORAGE_TOOL,
+        "format",
+        "-t",
+        cluster_id or _random_cluster_id(),
+        "-c",
+        str(s.properties_file),
+        "--ignore-formatted",
     )
     log.info("formatting Kafka log dir %s", s.log_dirs)
     try:
@@ -404,9 +410,7 @@ def _wait_ready(s: BrokerSettings, pid: int, config: Mapping[str, Any]) -> None:
         if not _alive(pid, s):
             child = _CHILDREN.get(pid)
             code = f" with code {child.returncode}" if child is not None else ""
-            raise KafkaBrokerError(
-                f"The Kafka broker (pid {pid}) exited{code} while starting.\n{log_tail(config)}"
-            )
+            raise KafkaBrokerError(f"The Kafka broker (pid {pid}) exited{code} while starting.\n{log_tail(config)}")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise KafkaBrokerError(
@@ -573,8 +577,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=["start", "stop", "status", "restart", "logs"])
     parser.add_argument("--conf", action="append", default=[], metavar="FILE", help="extra YAML config file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="dotted config override, e.g. kafka.bootstrap_servers=127.0.0.1:19092")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted config override, e.g. kafka.bootstrap_servers=127.0.0.1:19092",
+    )
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -25,8 +25,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from sparktweet.config import get
 from sparktweet.errors import ConfigError, InputError, SparkTweetError
@@ -129,6 +130,9 @@ def producer_config(config: Mapping[str, Any], **overrides: Any) -> dict[str, An
         "acks": "all",
         "linger.ms": 20,
         "compression.type": "lz4",
+        # The Java client's partitioner (Spark's Kafka sink uses it): a tweet_id key lands in the
+        # same partition whether Python or Spark wrote it. librdkafka's default hashes with CRC32.
+        "partitioner": "murmur2_random",
         **_flatten(get(config, "kafka.producer", {})),
         **_librdkafka_keys(overrides),
     }
@@ -230,7 +234,9 @@ def ensure_topics(
         if s.partitions < existing[s.name]:
             log.warning(
                 "topic %s has %d partitions, config asks for %d; Kafka cannot remove partitions",
-                s.name, existing[s.name], s.partitions,
+                s.name,
+                existing[s.name],
+                s.partitions,
             )
     if grow:
         for name, fut in client.create_partitions(
@@ -275,7 +281,7 @@ def _normalise_id(record: Mapping[str, Any], key: str, required: bool) -> Any:
             raise InputError(f"Tweet record has no {key!r}; expected a string id, found {sorted(record)}.")
         return None
     # bool is an int subclass; float ids have already lost digits above 2**53.
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise InputError(f"Tweet record {key!r} must be a string (X ids exceed 2^53), found {value!r}.")
     if isinstance(value, int):
         return str(value)
@@ -322,9 +328,7 @@ def decode_tweet(value: bytes | str) -> dict[str, Any]:
     return _check_tweet(record)
 
 
-def send_tweets(
-    producer: Any, topic: str, records: Iterable[Mapping[str, Any]], flush_timeout: float = 30.0
-) -> int:
+def send_tweets(producer: Any, topic: str, records: Iterable[Mapping[str, Any]], flush_timeout: float = 30.0) -> int:
     """Produce tweet records keyed by ``tweet_id``, wait for delivery, return how many were sent.
 
     Raises :class:`KafkaError` if any record was not acknowledged by the broker.
