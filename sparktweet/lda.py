@@ -92,13 +92,38 @@ class GuidedLda:
             lda.update(corpus, passes=passes, iterations=iterations)
         return cls(lda, dictionary, codes)
 
-    def topic_matrix(self, token_lists: Sequence[Sequence[str] | None]) -> np.ndarray:
-        """Per-document topic distributions (n, topics), computed for the whole batch at once."""
-        bows = [self.dictionary.doc2bow(list(t)) if t is not None else [] for t in token_lists]
-        if not bows:
-            return np.zeros((0, self.lda.num_topics))
-        gamma, _ = self.lda.inference(bows)
-        return gamma / gamma.sum(axis=1, keepdims=True)
+    def topic_matrix(self, token_lists: Sequence[Sequence[str] | None], max_iter: int = 100, tol: float = 1e-3) -> np.ndarray:
+        """Per-document topic distributions (n, topics).
+
+        The variational E-step of online LDA (Hoffman et al., 2010) with a fixed uniform start, so a
+        tweet gets the same distribution whichever batch or worker scores it (gensim's own
+        ``inference`` starts from random draws).
+        """
+        from scipy.special import psi
+
+        k = self.lda.num_topics
+        alpha = np.asarray(self.lda.alpha, dtype="float64")
+        exp_elog_beta = np.asarray(self.lda.expElogbeta, dtype="float64")
+        out = np.full((len(token_lists), k), 1.0 / k)
+        for row, tokens in enumerate(token_lists):
+            bow = self.dictionary.doc2bow(list(tokens)) if tokens is not None else []
+            if not bow:
+                continue
+            ids = [w for w, _ in bow]
+            cts = np.array([c for _, c in bow], dtype="float64")
+            beta_d = exp_elog_beta[:, ids]
+            gamma = np.ones(k)
+            exp_theta = np.exp(psi(gamma) - psi(gamma.sum()))
+            phinorm = exp_theta @ beta_d + 1e-100
+            for _ in range(max_iter):
+                last = gamma
+                gamma = alpha + exp_theta * ((cts / phinorm) @ beta_d.T)
+                exp_theta = np.exp(psi(gamma) - psi(gamma.sum()))
+                phinorm = exp_theta @ beta_d + 1e-100
+                if np.mean(np.abs(gamma - last)) < tol:
+                    break
+            out[row] = gamma / gamma.sum()
+        return out
 
     def label(self, token_lists: Sequence[Sequence[str] | None]) -> tuple[list[str], np.ndarray]:
         """Most probable seeded category per document and its probability."""
