@@ -39,8 +39,10 @@ import json
 import math
 import re
 import string
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from pyspark import keyword_only
@@ -51,7 +53,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparktweet.categories import Category, load_categories, parse_categories
+from sparktweet.categories import DEFAULT_CATEGORIES, Category, load_categories, parse_categories
 from sparktweet.errors import ConfigError, InputError, TicketIdError
 from sparktweet.params import HasErrorCol, HasModelVersion, HasTextCol
 from sparktweet.ticket_ids import make_ticket_id
@@ -68,8 +70,17 @@ DEFAULT_TEMPLATE = "We've opened ticket {ticket_id} for you{flight}. Track it at
 TEMPLATE_SLOTS = frozenset({"ticket_id", "flight", "airport", "name", "tracking_url"})
 DEFAULT_TRACKING_URL = "http://127.0.0.1:8080/tickets/{ticket_id}"
 DEFAULT_URGENCY_WORDS = [
-    "now", "urgent", "asap", "stuck", "stranded", "missed connection", "missed my connection",
-    "tonight", "cancelled", "canceled", "emergency",
+    "now",
+    "urgent",
+    "asap",
+    "stuck",
+    "stranded",
+    "missed connection",
+    "missed my connection",
+    "tonight",
+    "cancelled",
+    "canceled",
+    "emergency",
 ]
 DEFAULT_URGENT_CATEGORIES = ["delay_customer_service", "reschedule_refund"]
 QUESTION_WORDS = ("how", "when", "where", "why", "what", "can", "could", "will", "would", "is", "are", "do", "does", "did", "should")
@@ -87,6 +98,18 @@ _RESULT_TYPE = T.StructType(
 def categories_to_json(categories: list[Category]) -> str:
     """The ``categoriesJson`` value for a list of categories."""
     return json.dumps([dict(dataclasses.asdict(c), keywords=list(c.keywords)) for c in categories], ensure_ascii=False)
+
+
+def _default_categories_json(path: Path = DEFAULT_CATEGORIES) -> str:
+    """conf/categories.yaml as JSON, or empty when the file is absent.
+
+    A saved pipeline carries its categories, but loading it first builds the stage with no
+    arguments; on a host that has the package without ``conf/`` (an installed wheel on a
+    cluster) that must not fail, since the saved value replaces this default right after.
+    """
+    if not path.exists():
+        return ""
+    return categories_to_json(load_categories(path))
 
 
 def _tracking_url(url_template: str, ticket_id: str) -> str:
@@ -124,8 +147,7 @@ def validate_templates(categories: list[Category], tracking_url: str) -> None:
         unknown = fields - TEMPLATE_SLOTS
         if unknown:
             raise ConfigError(
-                f"Category {cat.code!r}: reply template uses unknown slots {sorted(unknown)}; "
-                f"allowed slots are {sorted(TEMPLATE_SLOTS)}."
+                f"Category {cat.code!r}: reply template uses unknown slots {sorted(unknown)}; allowed slots are {sorted(TEMPLATE_SLOTS)}."
             )
         longest_id = cat.prefix + _ID_TAIL
         shortest = render_reply(template, ticket_id=longest_id, name=cat.name, tracking_url=_tracking_url(tracking_url, longest_id))
@@ -183,7 +205,7 @@ def _ticket_udf(categories: dict[str, tuple[str, str, str]], tracking_url: str) 
         flight: pd.Series,
         airport: pd.Series,
     ) -> pd.DataFrame:
-        rows = [one(*args) for args in zip(needs, tweet_id, category, created_text, created_epoch, flight, airport)]
+        rows = [one(*args) for args in zip(needs, tweet_id, category, created_text, created_epoch, flight, airport, strict=True)]
         return pd.DataFrame(rows, columns=[TICKET_ID, REPLY_TEXT, "error"], dtype=object)
 
     return tickets
@@ -223,7 +245,10 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
     """
 
     tweetIdCol: Param[str] = Param(
-        Params._dummy(), "tweetIdCol", "Name of the input column holding the tweet id (string or integer).", typeConverter=TypeConverters.toString
+        Params._dummy(),
+        "tweetIdCol",
+        "Name of the input column holding the tweet id (string or integer).",
+        typeConverter=TypeConverters.toString,
     )
     createdAtCol: Param[str] = Param(
         Params._dummy(),
@@ -232,10 +257,16 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         typeConverter=TypeConverters.toString,
     )
     sentimentCol: Param[str] = Param(
-        Params._dummy(), "sentimentCol", "Name of the input column holding the sentiment label (negative, neutral, positive).", typeConverter=TypeConverters.toString
+        Params._dummy(),
+        "sentimentCol",
+        "Name of the input column holding the sentiment label (negative, neutral, positive).",
+        typeConverter=TypeConverters.toString,
     )
     sentimentScoreCol: Param[str] = Param(
-        Params._dummy(), "sentimentScoreCol", "Name of the input column holding the probability of the chosen sentiment.", typeConverter=TypeConverters.toString
+        Params._dummy(),
+        "sentimentScoreCol",
+        "Name of the input column holding the probability of the chosen sentiment.",
+        typeConverter=TypeConverters.toString,
     )
     categoryCol: Param[str] = Param(
         Params._dummy(), "categoryCol", "Name of the input column holding the category code.", typeConverter=TypeConverters.toString
@@ -243,17 +274,22 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
     entitiesCol: Param[str] = Param(
         Params._dummy(),
         "entitiesCol",
-        "Name of the optional input column of entities, array<struct<text, label, start, end>>; when absent the flight and airport slots stay empty.",
+        "Name of the optional input column of entities, array<struct<text, label, start, end>>; "
+        "when absent the flight and airport slots stay empty.",
         typeConverter=TypeConverters.toString,
     )
     categoriesJson: Param[str] = Param(
         Params._dummy(),
         "categoriesJson",
-        "JSON list of categories (code, name, prefix, keywords, template), so a saved pipeline is self-contained; defaults to conf/categories.yaml.",
+        "JSON list of categories (code, name, prefix, keywords, template), so a saved pipeline is self-contained; "
+        "defaults to conf/categories.yaml.",
         typeConverter=TypeConverters.toString,
     )
     trackingUrl: Param[str] = Param(
-        Params._dummy(), "trackingUrl", "URL template of the public ticket tracking page, with the slot {ticket_id}.", typeConverter=TypeConverters.toString
+        Params._dummy(),
+        "trackingUrl",
+        "URL template of the public ticket tracking page, with the slot {ticket_id}.",
+        typeConverter=TypeConverters.toString,
     )
     urgencyWords: Param[list[str]] = Param(
         Params._dummy(),
@@ -262,7 +298,10 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         typeConverter=TypeConverters.toListString,
     )
     urgentCategories: Param[list[str]] = Param(
-        Params._dummy(), "urgentCategories", "Category codes whose tickets are time-critical and get at least medium priority.", typeConverter=TypeConverters.toListString
+        Params._dummy(),
+        "urgentCategories",
+        "Category codes whose tickets are time-critical and get at least medium priority.",
+        typeConverter=TypeConverters.toListString,
     )
     highPriorityScore: Param[float] = Param(
         Params._dummy(),
@@ -301,7 +340,7 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
             sentimentScoreCol="sentiment_score",
             categoryCol="category",
             entitiesCol="entities",
-            categoriesJson=categories_to_json(load_categories()),
+            categoriesJson=_default_categories_json(),
             trackingUrl=DEFAULT_TRACKING_URL,
             urgencyWords=list(DEFAULT_URGENCY_WORDS),
             urgentCategories=list(DEFAULT_URGENT_CATEGORIES),
@@ -327,14 +366,14 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         highPriorityScore: float = 0.9,
         errorCol: str = "error",
         modelVersion: str = "unversioned",
-    ) -> "TicketGenerator":
+    ) -> TicketGenerator:
         """Sets params for this TicketGenerator."""
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
-        if "categoriesJson" in kwargs:
+        if kwargs.get("categoriesJson"):
             parse_categories(json.loads(kwargs["categoriesJson"]))
         return self._set(**kwargs)
 
-    def setTweetIdCol(self, value: str) -> "TicketGenerator":
+    def setTweetIdCol(self, value: str) -> TicketGenerator:
         """Sets the value of :py:attr:`tweetIdCol`."""
         return self._set(tweetIdCol=value)
 
@@ -342,11 +381,11 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         """Gets the value of tweetIdCol or its default value."""
         return self.getOrDefault(self.tweetIdCol)
 
-    def setTextCol(self, value: str) -> "TicketGenerator":
+    def setTextCol(self, value: str) -> TicketGenerator:
         """Sets the value of :py:attr:`textCol`."""
         return self._set(textCol=value)
 
-    def setCreatedAtCol(self, value: str) -> "TicketGenerator":
+    def setCreatedAtCol(self, value: str) -> TicketGenerator:
         """Sets the value of :py:attr:`createdAtCol`."""
         return self._set(createdAtCol=value)
 
@@ -354,7 +393,7 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         """Gets the value of createdAtCol or its default value."""
         return self.getOrDefault(self.createdAtCol)
 
-    def setSentimentCol(self, value: str) -> "TicketGenerator":
+    def setSentimentCol(self, value: str) -> TicketGenerator:
         """Sets the value of :py:attr:`sentimentCol`."""
         return self._set(sentimentCol=value)
 
@@ -362,7 +401,7 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         """Gets the value of sentimentCol or its default value."""
         return self.getOrDefault(self.sentimentCol)
 
-    def setSentimentScoreCol(self, value: str) -> "TicketGenerator":
+    def setSentimentScoreCol(self, value: str) -> TicketGenerator:
         """Sets the value of :py:attr:`sentimentScoreCol`."""
         return self._set(sentimentScoreCol=value)
 
@@ -370,7 +409,7 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         """Gets the value of sentimentScoreCol or its default value."""
         return self.getOrDefault(self.sentimentScoreCol)
 
-    def setCategoryCol(self, value: str) -> "TicketGenerator":
+    def setCategoryCol(self, value: str) -> TicketGenerator:
         """Sets the value of :py:attr:`categoryCol`."""
         return self._set(categoryCol=value)
 
@@ -378,7 +417,7 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         """Gets the value of categoryCol or its default value."""
         return self.getOrDefault(self.categoryCol)
 
-    def setEntitiesCol(self, value: str) -> "TicketGenerator":
+    def setEntitiesCol(self, value: str) -> TicketGenerator:
         """Sets the value of :py:attr:`entitiesCol`."""
         return self._set(entitiesCol=value)
 
@@ -386,7 +425,7 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         """Gets the value of entitiesCol or its default value."""
         return self.getOrDefault(self.entitiesCol)
 
-    def setCategoriesJson(self, value: str) -> "TicketGenerator":
+    def setCategoriesJson(self, value: str) -> TicketGenerator:
         """Sets the value of :py:attr:`categoriesJson` (validated like conf/categories.yaml)."""
         parse_categories(json.loads(value))
         return self._set(categoriesJson=value)
@@ -395,15 +434,21 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         """Gets the value of categoriesJson or its default value."""
         return self.getOrDefault(self.categoriesJson)
 
-    def setCategories(self, categories: list[Category]) -> "TicketGenerator":
+    def setCategories(self, categories: list[Category]) -> TicketGenerator:
         """Sets the categories from :class:`~sparktweet.categories.Category` objects (e.g. ``load_categories(path)``)."""
         return self.setCategoriesJson(categories_to_json(list(categories)))
 
     def getCategories(self) -> list[Category]:
         """The categories held in :py:attr:`categoriesJson`."""
-        return parse_categories(json.loads(self.getCategoriesJson()))
+        value = self.getCategoriesJson()
+        if not value:
+            raise ConfigError(
+                "TicketGenerator has no categories: conf/categories.yaml was not found when it was built; "
+                "call setCategories(load_categories(path)) or load a saved pipeline, which carries them."
+            )
+        return parse_categories(json.loads(value))
 
-    def setTrackingUrl(self, value: str) -> "TicketGenerator":
+    def setTrackingUrl(self, value: str) -> TicketGenerator:
         """Sets the value of :py:attr:`trackingUrl`."""
         return self._set(trackingUrl=value)
 
@@ -411,7 +456,7 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         """Gets the value of trackingUrl or its default value."""
         return self.getOrDefault(self.trackingUrl)
 
-    def setUrgencyWords(self, value: list[str]) -> "TicketGenerator":
+    def setUrgencyWords(self, value: list[str]) -> TicketGenerator:
         """Sets the value of :py:attr:`urgencyWords`."""
         return self._set(urgencyWords=value)
 
@@ -419,7 +464,7 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         """Gets the value of urgencyWords or its default value."""
         return self.getOrDefault(self.urgencyWords)
 
-    def setUrgentCategories(self, value: list[str]) -> "TicketGenerator":
+    def setUrgentCategories(self, value: list[str]) -> TicketGenerator:
         """Sets the value of :py:attr:`urgentCategories`."""
         return self._set(urgentCategories=value)
 
@@ -427,7 +472,7 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         """Gets the value of urgentCategories or its default value."""
         return self.getOrDefault(self.urgentCategories)
 
-    def setHighPriorityScore(self, value: float) -> "TicketGenerator":
+    def setHighPriorityScore(self, value: float) -> TicketGenerator:
         """Sets the value of :py:attr:`highPriorityScore`."""
         return self._set(highPriorityScore=value)
 
@@ -435,11 +480,11 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         """Gets the value of highPriorityScore or its default value."""
         return self.getOrDefault(self.highPriorityScore)
 
-    def setErrorCol(self, value: str) -> "TicketGenerator":
+    def setErrorCol(self, value: str) -> TicketGenerator:
         """Sets the value of :py:attr:`errorCol`."""
         return self._set(errorCol=value)
 
-    def setModelVersion(self, value: str) -> "TicketGenerator":
+    def setModelVersion(self, value: str) -> TicketGenerator:
         """Sets the value of :py:attr:`modelVersion`."""
         return self._set(modelVersion=value)
 
@@ -531,8 +576,11 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         out = out.withColumn(NEEDS_TICKET, F.when(F.col(error_col).isNull(), wants_ticket))
 
         flight = self._entity_slot(
-            dataset, "FLIGHT", lambda c: F.regexp_replace(F.regexp_replace(F.upper(c), "[^A-Z0-9]", ""), "^(FLIGHT|FLT)", ""),
-            _FLIGHT_NUMBER, " on flight ",
+            dataset,
+            "FLIGHT",
+            lambda c: F.regexp_replace(F.regexp_replace(F.upper(c), "[^A-Z0-9]", ""), "^(FLIGHT|FLT)", ""),
+            _FLIGHT_NUMBER,
+            " on flight ",
         )
         airport = self._entity_slot(dataset, "AIRPORT", lambda c: F.upper(F.trim(c)), "^[A-Z]{3}$", " at ")
         result = self._get_udf(categories)(F.col(NEEDS_TICKET), tweet_id, category, created_text, created_epoch, flight, airport)

@@ -190,8 +190,20 @@ def test_prefix_letters_outside_crockford_are_kept():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "BAG", "BAG-150224", "BAG-150224-0JK4HW", "BAG-150224-0JK4HW22", "BAG150224-0JK4HW2", "BAG_150224_0JK4HW2",
-     "BAGGGG-150224-0JK4HW2", "B4G-150224-0JK4HW2", "BAG-15022A-0JK4HW2", "BAG-150224-0JK4H W2", "BAG-150224-0JK4HW2 extra"],
+    [
+        "",
+        "BAG",
+        "BAG-150224",
+        "BAG-150224-0JK4HW",
+        "BAG-150224-0JK4HW22",
+        "BAG150224-0JK4HW2",
+        "BAG_150224_0JK4HW2",
+        "BAGGGG-150224-0JK4HW2",
+        "B4G-150224-0JK4HW2",
+        "BAG-15022A-0JK4HW2",
+        "BAG-150224-0JK4H W2",
+        "BAG-150224-0JK4HW2 extra",
+    ],
 )
 def test_bad_format_is_rejected_with_the_expected_shape(text):
     with pytest.raises(TicketIdError, match="bad format: expected PREFIX-YYMMDD-XXXXXXC"):

@@ -5,12 +5,20 @@ from datetime import date, datetime, timezone
 
 import pytest
 from chispa import assert_df_equality
-
 from contract import check_no_arg_construction, check_save_load_round_trip, check_streaming
+from pyspark.ml.util import DefaultParamsReader
+
 from sparktweet.categories import Category, load_categories
 from sparktweet.errors import ConfigError, InputError
 from sparktweet.ticket_ids import make_ticket_id, validate_ticket_id
-from sparktweet.tickets import MAX_REPLY_CHARS, TicketGenerator, categories_to_json, render_reply, validate_templates
+from sparktweet.tickets import (
+    MAX_REPLY_CHARS,
+    TicketGenerator,
+    _default_categories_json,
+    categories_to_json,
+    render_reply,
+    validate_templates,
+)
 
 SCHEMA = (
     "tweet_id string, text string, created_at string, sentiment string, sentiment_score double, category string, "
@@ -25,7 +33,7 @@ def _rows(*rows: tuple) -> list[tuple]:
     out = []
     for row in rows:
         tweet_id, text, sentiment, *rest = row
-        score, category, entities, created = (rest + [0.8, "baggage", None, "2015-02-24T10:00:00Z"][len(rest):])[:4]
+        score, category, entities, created = (rest + [0.8, "baggage", None, "2015-02-24T10:00:00Z"][len(rest) :])[:4]
         out.append((tweet_id, text, created, sentiment, score, category, entities))
     return out
 
@@ -61,9 +69,20 @@ def test_needs_ticket_for_complaints_and_questions_not_praise_or_chatter(spark):
     )
     got = TicketGenerator().transform(df).select("tweet_id", "needs_ticket", "error").orderBy("tweet_id")
     expected = spark.createDataFrame(
-        [("01", True, None), ("02", True, None), ("03", True, None), ("04", False, None), ("05", False, None),
-         ("06", False, None), ("07", True, None), ("08", False, None), ("09", True, None), ("10", False, None),
-         ("11", True, None), ("12", False, None)],
+        [
+            ("01", True, None),
+            ("02", True, None),
+            ("03", True, None),
+            ("04", False, None),
+            ("05", False, None),
+            ("06", False, None),
+            ("07", True, None),
+            ("08", False, None),
+            ("09", True, None),
+            ("10", False, None),
+            ("11", True, None),
+            ("12", False, None),
+        ],
         "tweet_id string, needs_ticket boolean, error string",
     )
     assert_df_equality(got, expected, ignore_nullable=True)
@@ -89,8 +108,20 @@ def test_priority_rules(spark):
     )
     got = TicketGenerator().transform(df).select("tweet_id", "priority").orderBy("tweet_id")
     expected = spark.createDataFrame(
-        [("01", "medium"), ("02", "high"), ("03", "medium"), ("04", "high"), ("05", "high"), ("06", "medium"),
-         ("07", "low"), ("08", "medium"), ("09", None), ("10", "medium"), ("11", "low"), ("12", "high")],
+        [
+            ("01", "medium"),
+            ("02", "high"),
+            ("03", "medium"),
+            ("04", "high"),
+            ("05", "high"),
+            ("06", "medium"),
+            ("07", "low"),
+            ("08", "medium"),
+            ("09", None),
+            ("10", "medium"),
+            ("11", "low"),
+            ("12", "high"),
+        ],
         "tweet_id string, priority string",
     )
     assert_df_equality(got, expected, ignore_nullable=True)
@@ -110,8 +141,14 @@ CUSTOM = [
 def test_reply_text_fills_slots_from_entities_and_never_echoes_the_tweet(spark):
     df = spark.createDataFrame(
         _rows(
-            ("01", "@united ZEBRA my bag on UA 123 at DEN", "negative", 0.9, "bags",
-             [_entity("ZEBRA", "FLIGHT"), _entity("UA 123", "FLIGHT"), _entity("Denver", "AIRPORT"), _entity("den", "AIRPORT")]),
+            (
+                "01",
+                "@united ZEBRA my bag on UA 123 at DEN",
+                "negative",
+                0.9,
+                "bags",
+                [_entity("ZEBRA", "FLIGHT"), _entity("UA 123", "FLIGHT"), _entity("Denver", "AIRPORT"), _entity("den", "AIRPORT")],
+            ),
             ("02", "@united flight 1234 lost my bag", "negative", 0.9, "bags", [_entity("flight 1234", "FLIGHT")]),
             ("03", "@united #B61234 bag?", "neutral", 0.9, "bags", [_entity("#b6-1234", "FLIGHT"), _entity("UA9", "DATE")]),
             ("04", "@united where is my bag ZEBRA", "neutral", 0.9, "bags", [_entity("ZEBRA", "FLIGHT")]),
@@ -147,8 +184,13 @@ def test_reply_text_fills_slots_from_entities_and_never_echoes_the_tweet(spark):
 def test_default_templates_fit_and_render():
     validate_templates(load_categories(), "http://127.0.0.1:8080/tickets/{ticket_id}")
     for cat in load_categories():
-        reply = render_reply(cat.template, ticket_id=cat.prefix + "-000000-0000000", name=cat.name,
-                             tracking_url="http://127.0.0.1:8080/tickets/x", flight=" on flight UA1234")
+        reply = render_reply(
+            cat.template,
+            ticket_id=cat.prefix + "-000000-0000000",
+            name=cat.name,
+            tracking_url="http://127.0.0.1:8080/tickets/x",
+            flight=" on flight UA1234",
+        )
         assert "{" not in reply and len(reply) <= MAX_REPLY_CHARS
 
 
@@ -161,9 +203,7 @@ def test_spark_ticket_ids_equal_the_python_implementation(spark):
         ("42", "2026-01-31", "extra_charges"),
         ("43", "2026-01-31T23:59:59+00:00", "customer_experience"),
     ]
-    df = spark.createDataFrame(
-        [(t, "@united help?", c, "neutral", 0.5, cat, None) for t, c, cat in rows], SCHEMA
-    )
+    df = spark.createDataFrame([(t, "@united help?", c, "neutral", 0.5, cat, None) for t, c, cat in rows], SCHEMA)
     got = TicketGenerator().transform(df).select("tweet_id", "created_at", "category", "ticket_id", "error").collect()
     assert len(got) == len(rows)
     for row in got:
@@ -179,8 +219,7 @@ def test_timestamp_and_date_created_at_use_the_utc_date_whatever_the_session_zon
         instant = datetime(2015, 2, 25, 3, 0, tzinfo=timezone.utc)  # 2015-02-24 19:00 in Los Angeles
         df = spark.createDataFrame(
             [(10, "@united my bag?", instant, date(2015, 3, 1), "negative", 0.9, "baggage")],
-            "tweet_id long, text string, created_at timestamp, created_day date, sentiment string, "
-            "sentiment_score double, category string",
+            "tweet_id long, text string, created_at timestamp, created_day date, sentiment string, sentiment_score double, category string",
         )
         by_ts = TicketGenerator().transform(df).select("ticket_id", "error").first()
         by_day = TicketGenerator(createdAtCol="created_day").transform(df).select("ticket_id").first()
@@ -278,3 +317,20 @@ def test_save_load_round_trip_keeps_categories_and_urls(spark, tmp_path):
 def test_streaming(spark, tmp_path):
     stage = TicketGenerator().setCategories(CUSTOM)
     check_streaming(stage, _contract_frame(spark), spark, tmp_path)
+
+
+def test_saved_stage_carries_its_default_categories(spark, tmp_path):
+    target = str(tmp_path / "tickets")
+    TicketGenerator().save(target)
+    (part,) = (tmp_path / "tickets" / "metadata").glob("part-*")
+    metadata = json.loads(part.read_text())
+    assert json.loads(metadata["defaultParamMap"]["categoriesJson"]) == json.loads(categories_to_json(load_categories()))
+    assert TicketGenerator.load(target).getCategories() == load_categories()
+    # A host without conf/categories.yaml builds the stage with empty categories, then load() sets the saved ones.
+    assert _default_categories_json(tmp_path / "absent.yaml") == ""
+    bare = TicketGenerator()
+    bare._setDefault(categoriesJson="")
+    with pytest.raises(ConfigError, match="TicketGenerator has no categories"):
+        bare.getCategories()
+    DefaultParamsReader.getAndSetParams(bare, metadata)
+    assert bare.getCategories() == load_categories()
