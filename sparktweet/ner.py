@@ -656,6 +656,19 @@ def _make_model_labels(nlp: Language, name: str) -> MapModelLabels:
 _UNNEEDED = ["parser", "lemmatizer", "senter", "textcat", "textcat_multilabel", "morphologizer"]
 
 
+def _missing_model(model: str, detail: str) -> str:
+    return (
+        f"EntityExtractor: spaCy model {model!r} is not installed on this machine ({detail}). Install it on the "
+        f"driver and every executor (python -m spacy download {model}), or set spacyModel='' for the rules alone."
+    )
+
+
+def check_model(model: str) -> None:
+    """Raise :class:`ModelError` unless ``model`` is ``""``, an installed spaCy package or an existing path."""
+    if model and not (spacy.util.is_package(model) or os.path.exists(model)):
+        raise ModelError(_missing_model(model, "no such package or path"))
+
+
 def build_nlp(patterns: Sequence[dict[str, Any]], model: str = "", max_length: int = DEFAULT_MAX_LENGTH) -> Language:
     """Build the entity pipeline from pattern entries.
 
@@ -671,13 +684,11 @@ def build_nlp(patterns: Sequence[dict[str, Any]], model: str = "", max_length: i
         Longest text accepted, in characters.
     """
     if model:
+        check_model(model)
         try:
             nlp = spacy.load(model, exclude=_UNNEEDED)
         except OSError as exc:
-            raise ModelError(
-                f"EntityExtractor: spaCy model {model!r} is not installed on this machine ({exc}). Install it on the "
-                f"driver and every executor (python -m spacy download {model}), or set spacyModel='' for the rules alone."
-            ) from exc
+            raise ModelError(_missing_model(model, str(exc))) from exc
     else:
         nlp = spacy.blank("en")
     nlp.max_length = max_length
@@ -688,15 +699,17 @@ def build_nlp(patterns: Sequence[dict[str, Any]], model: str = "", max_length: i
     # patterns on every doc, which with ~16k phrases costs more than the matching itself.
     # It turns its phrases into docs with the components before it, so it gets its patterns
     # while it is still alone at the front.
-    ruler = nlp.add_pipe("future_entity_ruler", name="sparktweet_ruler", first=True, config={"overwrite_ents": True})
-    ruler.add_patterns(phrases)
+    if phrases:
+        ruler = nlp.add_pipe("future_entity_ruler", name="sparktweet_ruler", first=True, config={"overwrite_ents": True})
+        ruler.add_patterns(phrases)
     regex_component = nlp.add_pipe("sparktweet_regex", first=True)
     regex_component.add_patterns(regex)
-    nlp.add_pipe("sparktweet_merge", after="sparktweet_ruler")
+    nlp.add_pipe("sparktweet_merge", after="sparktweet_ruler" if phrases else "sparktweet_regex")
     if model:
         mapper = nlp.add_pipe("sparktweet_model_labels", last=True)
         for label in ("CITY", "AIRPORT", "AIRLINE"):
             mapper.add_names(label, (p["pattern"] for p in phrases if p["label"] == label and isinstance(p["pattern"], str)))
+            mapper.add_names(label, (name for p in regex if p["label"] == label for name in p.get("allowed", ())))
     return nlp
 
 
@@ -718,21 +731,26 @@ def entities_of(doc: Doc, labels: Iterable[str] = LABELS) -> list[Entity]:
 
 
 def extract(
-    nlp: Language, texts: Sequence[str | None], batch_size: int = 256, labels: Iterable[str] = LABELS
+    nlp: Language,
+    texts: Sequence[str | None],
+    batch_size: int = 256,
+    labels: Iterable[str] = LABELS,
+    max_length: int | None = None,
 ) -> list[Extraction]:
     """Entities of each text, never raising for one bad text.
 
-    A ``None`` text gives ``Extraction(None, None)``; a text longer than ``nlp.max_length`` or one
-    spaCy fails on gives ``Extraction(None, reason)``.
+    A ``None`` text gives ``Extraction(None, None)``; a text longer than ``max_length`` (default
+    ``nlp.max_length``) or one spaCy fails on gives ``Extraction(None, reason)``.
     """
     labels = tuple(labels)
+    limit = nlp.max_length if max_length is None else max_length
     results: list[Extraction] = [Extraction(None, None)] * len(texts)
     todo: list[int] = []
     for i, text in enumerate(texts):
         if text is None:
             continue
-        if isinstance(text, str) and len(text) > nlp.max_length:
-            results[i] = Extraction(None, f"EntityExtractor: text has {len(text)} characters, more than the limit of {nlp.max_length}.")
+        if isinstance(text, str) and len(text) > limit:
+            results[i] = Extraction(None, f"EntityExtractor: text has {len(text)} characters, more than the limit of {limit}.")
         else:
             todo.append(i)
     try:
