@@ -23,7 +23,7 @@ from pyspark import keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StringType
 
@@ -79,11 +79,19 @@ def _pandas_tokens(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
         yield pd.Series([pre.tokenize(t) if isinstance(t, str) else None for t in texts], dtype=object)
 
 
-def _jvm_tokens(spark: SparkSession, text: Column) -> Column:
+def register_jvm_function(spark: SparkSession, name: str = JVM_FUNCTION, class_name: str = JVM_CLASS) -> None:
+    """Register the JVM backend's Java UDF as the SQL function ``name`` (once per session).
+
+    Raises
+    ------
+    ConfigError
+        When the session cannot load ``class_name``: the jar is not built or not on spark.jars.
+    """
     try:
-        spark.udf.registerJavaFunction(JVM_FUNCTION, JVM_CLASS, TOKENS_TYPE)
+        if not spark.catalog.functionExists(name):
+            spark.udf.registerJavaFunction(name, class_name, TOKENS_TYPE)
     except Exception as exc:  # py4j and Spark Connect raise different types for a missing class
-        if JVM_CLASS not in str(exc):
+        if class_name not in str(exc):
             raise
         hint = (
             f"{JVM_JAR} exists, so this SparkSession was started before it was built: start a new one."
@@ -91,11 +99,10 @@ def _jvm_tokens(spark: SparkSession, text: Column) -> Column:
             else f"Run `bash {JVM_BUILD_SCRIPT}` to build {JVM_JAR}, then start a new SparkSession."
         )
         raise ConfigError(
-            f"TweetPreprocessor backend 'jvm' needs the class {JVM_CLASS} from sparktweet-jvm.jar, which this "
+            f"TweetPreprocessor backend 'jvm' needs the class {class_name} from sparktweet-jvm.jar, which this "
             f"SparkSession cannot load. {hint} sparktweet.session.build_session puts jars/*.jar on spark.jars; "
             "with spark-submit pass the jar to --jars."
         ) from exc
-    return F.call_function(JVM_FUNCTION, text)
 
 
 class TweetPreprocessor(Transformer, HasTextCol, HasTokensCol, HasErrorCol, DefaultParamsReadable, DefaultParamsWritable):
@@ -236,7 +243,8 @@ class TweetPreprocessor(Transformer, HasTextCol, HasTokensCol, HasErrorCol, Defa
         # Invalid UTF-8 (e.g. Kafka bytes cast to string) would fail Arrow's decoding in the workers.
         to_tokenise = F.when(ok, F.make_valid_utf8(text))
         if self.getBackend() == "jvm":
-            raw = _jvm_tokens(dataset.sparkSession, to_tokenise)
+            register_jvm_function(dataset.sparkSession)
+            raw = F.call_function(JVM_FUNCTION, to_tokenise)
         else:
             raw = _pandas_tokens(to_tokenise)
         tmp = f"__sparktweet_{tokens_col}"
