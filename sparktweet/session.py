@@ -28,6 +28,8 @@ def build_session(config: Mapping[str, Any] | None = None, app_name: str | None 
     config = config or {}
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # Python workers inherit this: keeps TensorFlow's C++ start-up chatter out of job logs.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     builder = (
         SparkSession.builder.appName(app_name or get(config, "spark.app_name", "sparktweet"))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")

@@ -1,0 +1,126 @@
+"""``sparktweet <command>``: one entry point; each command parses arguments and calls one function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable, Sequence
+
+from sparktweet.config import get, load_config, resolve_path
+from sparktweet.errors import SparkTweetError
+
+log = logging.getLogger("sparktweet")
+
+SAMPLE = os.path.join(os.path.dirname(__file__), "data", "sample_tweets.jsonl")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conf", action="append", default=[], metavar="FILE", help="YAML config file(s) layered over conf/default.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides", help="dotted config override, repeatable")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def cmd_train(args: argparse.Namespace, config: dict) -> int:
+    from sparktweet.session import build_session
+    from sparktweet.training import train
+
+    spark = build_session(config, app_name="sparktweet-train")
+    result = train(
+        spark, config,
+        data=args.data or get(config, "train.data"), split=args.split or get(config, "train.split"),
+        out=resolve_out(args.out or get(config, "train.out")), version=args.version, limit=args.limit,
+    )
+    s = result.metrics["sentiment"]
+    print(f"model {result.version} saved to {result.model_path}")
+    print(f"report: {os.path.join(result.report_path, 'report.md')}")
+    print(f"sentiment accuracy {s['accuracy']:.3f}, macro-F1 {s['macro_f1']:.3f}; "
+          f"topic LSTM vs LDA macro-F1 {result.metrics['topic_classifier_vs_lda']['macro_f1']:.3f}; "
+          f"LDA agreement with human reasons {result.metrics['lda_agreement']['pooled_share'] or 0:.3f}; "
+          f"c_v {result.metrics['lda_coherence_c_v']['overall']:.3f}")
+    return 0
+
+
+def resolve_out(path: str) -> str:
+    return path if "://" in path or os.path.isabs(path) else os.path.abspath(path)
+
+
+def cmd_score(args: argparse.Namespace, config: dict) -> int:
+    from sparktweet.scoring import format_summary, score
+    from sparktweet.session import build_session
+    from sparktweet.training import load_model
+
+    spark = build_session(config, app_name="sparktweet-score")
+    model = load_model(args.model or get(config, "model.path"))
+    inputs = [resolve_path(p) for p in (args.inputs or [SAMPLE])]
+    summary = score(spark, model, inputs, resolve_out(args.output), fmt=args.format, partitions=args.partitions)
+    sample = []
+    if args.show:
+        df = spark.read.parquet(summary.output)
+        sample = df.orderBy(df["needs_ticket"].desc_nulls_last(), "tweet_id").limit(args.show).collect()
+    print(format_summary(summary, sample))
+    return 0
+
+
+def cmd_kafka(args: argparse.Namespace, config: dict) -> int:
+    from sparktweet import kafka_broker
+
+    argv = [args.action]
+    for f in args.conf:
+        argv += ["--conf", f]
+    for o in args.overrides:
+        argv += ["--set", o]
+    return kafka_broker.main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparktweet", description="Triage customer tweets with Spark: train, score, stream, reply.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fit the pipeline on Tweets.csv and the split; save model + report")
+    _common(p)
+    p.add_argument("--data", help="Tweets.csv (default train.data)")
+    p.add_argument("--split", help="split.csv with tweet_id,split (default train.split)")
+    p.add_argument("--out", help="output folder, e.g. models/<version> (default train.out)")
+    p.add_argument("--version", help="model version string (default sparktweet-<UTC time>)")
+    p.add_argument("--limit", type=int, help="cap training rows (quick runs)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("score", help="score CSV / JSON Lines / Parquet dumps into Parquet")
+    _common(p)
+    p.add_argument("inputs", nargs="*", help="input files (default: the bundled sample tweets)")
+    p.add_argument("--output", required=True, help="output folder (Parquet, partitioned by date)")
+    p.add_argument("--model", help="saved model folder (default model.path, the shipped model)")
+    p.add_argument("--format", choices=["csv", "json", "parquet"], help="input format (default: from the extension)")
+    p.add_argument("--partitions", type=int, help="repartition the input (parallelism)")
+    p.add_argument("--show", type=int, default=0, metavar="N", help="print N scored tweets")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("kafka", help="the local Kafka broker: start|stop|status|restart|logs")
+    _common(p)
+    p.add_argument("action", choices=["start", "stop", "status", "restart", "logs"])
+    p.set_defaults(func=cmd_kafka)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("py4j", "gensim", "matplotlib", "absl", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        config = load_config(args.conf, args.overrides)
+        func: Callable[[argparse.Namespace, dict], int] = args.func
+        return func(args, config)
+    except SparkTweetError as exc:
+        print(f"sparktweet {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Training: fit the whole pipeline on the shared split, save it, and write its evaluation report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from pyspark.ml import Estimator, Pipeline, PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparktweet.config import get, resolve_path
+from sparktweet.entities import EntityExtractor
+from sparktweet.errors import InputError
+from sparktweet.preprocessing import TweetPreprocessor
+from sparktweet.records import first_per_tweet, read_split, read_tweets
+from sparktweet.sentiment import SentimentClassifier
+from sparktweet.tickets import TicketGenerator
+from sparktweet.topics import TopicClassifier, TopicLabeler
+
+log = logging.getLogger(__name__)
+
+PIPELINE_DIR = "pipeline"
+REPORT_DIR = "report"
+
+
+def build_pipeline(config: Mapping[str, Any] | None = None) -> Pipeline:
+    """The six stages of DESIGN.md, configured from the ``train`` section of the config."""
+    cfg = config or {}
+    lstm = {
+        "epochs": int(get(cfg, "train.epochs", 6)),
+        "seed": int(get(cfg, "train.seed", 13)),
+        "embeddingDim": int(get(cfg, "train.embedding_dim", 64)),
+        "lstmUnits": int(get(cfg, "train.lstm_units", 64)),
+        "vocabSize": int(get(cfg, "train.vocab_size", 8000)),
+        "maxLen": int(get(cfg, "train.max_len", 40)),
+    }
+    return Pipeline(
+        stages=[
+            TweetPreprocessor(backend=str(get(cfg, "train.preprocess_backend", "pandas"))),
+            TopicLabeler(passes=int(get(cfg, "train.lda_passes", 8)), seed=lstm["seed"]),
+            TopicClassifier(**lstm),
+            SentimentClassifier(**lstm),
+            EntityExtractor(),
+            TicketGenerator(),
+        ]
+    )
+
+
+def fit_with_progress(pipeline: Pipeline, df: DataFrame) -> PipelineModel:
+    """``Pipeline.fit`` with one log line per stage, so a long training run shows where it is."""
+    stages = pipeline.getStages()
+    fitted = []
+    current = df
+    for i, stage in enumerate(stages, 1):
+        start = time.monotonic()
+        name = type(stage).__name__
+        log.info("[%d/%d] %s ...", i, len(stages), "fitting " + name if isinstance(stage, Estimator) else "applying " + name)
+        model = stage.fit(current) if isinstance(stage, Estimator) else stage
+        fitted.append(model)
+        if i < len(stages):
+            current = model.transform(current)
+            if isinstance(stages[i], Estimator):
+                # The next estimator collects its input: compute this prefix once, not once per action.
+                current = current.localCheckpoint(eager=True)
+        log.info("[%d/%d] %s done in %.1fs", i, len(stages), name, time.monotonic() - start)
+    return PipelineModel(fitted)
+
+
+@dataclass
+class TrainResult:
+    model_path: str
+    report_path: str
+    version: str
+    metrics: dict = field(default_factory=dict)
+
+
+def load_labelled(spark: SparkSession, data: str, split: str) -> DataFrame:
+    """Tweets.csv joined with the split file, one row per tweet id, valid rows only."""
+    tweets = read_tweets(spark, data, fmt="csv")
+    if "airline_sentiment" not in tweets.columns:
+        raise InputError(f"{data} has no airline_sentiment column; training needs the labelled Tweets.csv.")
+    tweets = first_per_tweet(tweets.where(F.col("error").isNull()))
+    return tweets.join(read_split(spark, split), "tweet_id", "inner")
+
+
+def train(spark: SparkSession, config: Mapping[str, Any], data: str, split: str, out: str, version: str | None = None,
+          limit: int | None = None) -> TrainResult:
+    """Fit on the ``train`` part of the split, save ``<out>/pipeline``, report on ``test`` in ``<out>/report``.
+
+    ``limit`` caps the rows of each part (tests use it for a quick end-to-end run).
+    """
+    from sparktweet.evaluation import write_report
+
+    version = version or str(get(config, "train.version") or f"sparktweet-{datetime.now(timezone.utc):%Y%m%d-%H%M}")
+    data, split = resolve_path(data), resolve_path(split)
+    labelled = load_labelled(spark, data, split).cache()
+    train_df = labelled.where("split = 'train'")
+    test_df = labelled.where("split = 'test'")
+    if limit:
+        train_df, test_df = train_df.orderBy("tweet_id").limit(limit), test_df.orderBy("tweet_id").limit(max(limit // 4, 20))
+    n_train, n_test = train_df.count(), test_df.count()
+    if not n_train or not n_test:
+        raise InputError(f"The split gave {n_train} train and {n_test} test rows; check that {split} matches {data}.")
+    log.info("training on %d tweets, reporting on %d", n_train, n_test)
+    pipeline = build_pipeline(config)
+    pipeline.getStages()[-1].setModelVersion(version)
+    model = fit_with_progress(pipeline, train_df)
+    model_path = os.path.join(out, PIPELINE_DIR)
+    model.write().overwrite().save(model_path)
+    log.info("saved pipeline to %s", model_path)
+    report_path = os.path.join(out, REPORT_DIR)
+    metrics = write_report(model, train_df, test_df, report_path, version=version, config=config)
+    with open(os.path.join(out, "VERSION"), "w", encoding="utf-8") as f:
+        f.write(version + "\n")
+    labelled.unpersist()
+    return TrainResult(model_path=model_path, report_path=report_path, version=version, metrics=metrics)
+
+
+def load_model(path: str) -> PipelineModel:
+    """Load a saved pipeline from ``path`` or ``path/pipeline`` (local or Hadoop URI)."""
+    path = resolve_path(path)
+    local = "://" not in path
+    candidate = os.path.join(path, PIPELINE_DIR)
+    if local and os.path.isdir(candidate):
+        path = candidate
+    elif not local and not path.rstrip("/").endswith(PIPELINE_DIR):
+        path = f"{path.rstrip('/')}/{PIPELINE_DIR}"
+    if local and not os.path.isdir(path):
+        raise InputError(f"No saved model at {path}; train one with `sparktweet train` or pass --model.")
+    return PipelineModel.load(path)
+
+
+def model_summary(model: PipelineModel) -> dict:
+    return {"stages": [type(s).__name__ for s in model.stages]}
+
+
+def dump_json(obj: Any, path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
