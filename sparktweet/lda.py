@@ -46,6 +46,7 @@ class GuidedLda:
         iterations: int = 100,
         no_below: int = 3,
         no_above: float = 0.4,
+        ignore: Sequence[str] = (),
         seed: int = 13,
     ) -> "GuidedLda":
         from gensim.corpora import Dictionary
@@ -56,6 +57,8 @@ class GuidedLda:
         dictionary = Dictionary(docs)
         keep = {w for words in seeds.values() for w in words if w in dictionary.token2id}
         dictionary.filter_extremes(no_below=no_below, no_above=no_above, keep_n=20000, keep_tokens=sorted(keep))
+        # Placeholders, negations and generic airline chatter carry no topic: left in, they top every topic's word list.
+        dictionary.filter_tokens(bad_ids=[dictionary.token2id[w] for w in set(ignore) - keep if w in dictionary.token2id])
         corpus = [dictionary.doc2bow(d) for d in docs]
         k = len(codes) + extra_topics
         eta = np.full((k, len(dictionary)), base_eta, dtype="float64")

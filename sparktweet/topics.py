@@ -17,10 +17,16 @@ from sparktweet.categories import load_categories
 from sparktweet.errors import InputError
 from sparktweet.lstm import LstmClassifier, LstmClassifierModel, _LstmParams
 from sparktweet.params import HasBatchSize, HasCategoriesPath, HasErrorCol, HasTokensCol
+from sparktweet.text import NEGATIONS, PLACEHOLDERS
 from sparktweet.persistence import ArtifactRef, HasArtifacts, new_artifact_dir
 from sparktweet.workers import cached, error_column, resolve_artifact, with_struct_outputs
 
 log = logging.getLogger(__name__)
+
+DEFAULT_IGNORE = sorted(
+    set(PLACEHOLDERS) | set(NEGATIONS)
+    | {"thank", "thanks", "please", "get", "go", "would", "need", "know", "time", "day", "today", "fly", "airline", "say", "make", "one", "still", "yes", "ok", "good", "great", "love", "guy", "like", "really", "want", "take", "just", "see", "tell", "let"}
+)
 
 
 class _TopicLabelerParams(HasTokensCol, HasErrorCol, HasBatchSize, HasCategoriesPath):
@@ -34,10 +40,16 @@ class _TopicLabelerParams(HasTokensCol, HasErrorCol, HasBatchSize, HasCategories
     iterations: Param[int] = Param(Params._dummy(), "iterations", "Maximum inference iterations per document and pass.", typeConverter=TypeConverters.toInt)
     minDocFreq: Param[int] = Param(Params._dummy(), "minDocFreq", "Words in fewer tweets than this are left out of the LDA vocabulary.", typeConverter=TypeConverters.toInt)
     seed: Param[int] = Param(Params._dummy(), "seed", "Random seed of the LDA.", typeConverter=TypeConverters.toInt)
+    ignoreTokens: Param[list[str]] = Param(
+        Params._dummy(), "ignoreTokens", "Tokens left out of the LDA vocabulary (placeholders, negations, generic words).", typeConverter=TypeConverters.toListString
+    )
 
     def __init__(self) -> None:
         super().__init__()
-        self._setDefault(labelCol="topic_label", scoreCol="topic_score", extraTopics=2, seedWeight=5.0, passes=8, iterations=100, minDocFreq=3, seed=13)
+        self._setDefault(
+            labelCol="topic_label", scoreCol="topic_score", extraTopics=2, seedWeight=5.0, passes=8, iterations=100, minDocFreq=3, seed=13,
+            ignoreTokens=DEFAULT_IGNORE,
+        )
 
     def getLabelCol(self) -> str:
         return self.getOrDefault(self.labelCol)
@@ -105,7 +117,7 @@ class TopicLabeler(Estimator, _TopicLabelerParams):
     def __init__(
         self, *, tokensCol: str = "tokens", labelCol: str = "topic_label", scoreCol: str = "topic_score", errorCol: str = "error",
         categoriesPath: str = "", extraTopics: int = 2, seedWeight: float = 5.0, passes: int = 8, iterations: int = 100,
-        minDocFreq: int = 3, seed: int = 13, batchSize: int = 1024,
+        minDocFreq: int = 3, seed: int = 13, batchSize: int = 1024, ignoreTokens: list[str] | None = None,
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)
@@ -132,7 +144,7 @@ class TopicLabeler(Estimator, _TopicLabelerParams):
             docs, {c.code: c.keywords for c in categories},
             extra_topics=self.getOrDefault(self.extraTopics), seed_weight=self.getOrDefault(self.seedWeight),
             passes=self.getOrDefault(self.passes), iterations=self.getOrDefault(self.iterations),
-            no_below=self.getOrDefault(self.minDocFreq), seed=self.getOrDefault(self.seed),
+            no_below=self.getOrDefault(self.minDocFreq), ignore=self.getOrDefault(self.ignoreTokens), seed=self.getOrDefault(self.seed),
         )
         path = new_artifact_dir("topiclabeler")
         lda.save(path)
