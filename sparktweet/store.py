@@ -346,12 +346,18 @@ class TicketStore:
         ticket_id = validate_ticket_id(record["ticket_id"])
         now = self.now()
         with self.session() as s:
-            existing = s.scalar(select(Ticket).where(Ticket.tweet_id == tweet_id))
-            if existing is not None:
-                return existing, False
-            other = s.scalar(select(Ticket.tweet_id).where(Ticket.ticket_id == ticket_id))
-            if other is not None:
-                raise TicketConflict(f"Ticket ID {ticket_id} already belongs to tweet {other}, not {tweet_id}.")
+            # One statement for both keys: a concurrent writer that commits between two separate
+            # lookups would otherwise make our own tweet look like a ticket ID conflict.
+            found = list(
+                s.scalars(select(Ticket).where((Ticket.tweet_id == tweet_id) | (Ticket.ticket_id == ticket_id)))
+            )
+            for existing in found:
+                if existing.tweet_id == tweet_id:
+                    return existing, False
+            if found:
+                raise TicketConflict(
+                    f"Ticket ID {ticket_id} already belongs to tweet {found[0].tweet_id}, not {tweet_id}."
+                )
             ticket = Ticket(
                 ticket_id=ticket_id,
                 tweet_id=tweet_id,
