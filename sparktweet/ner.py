@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import functools
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -464,6 +465,14 @@ def write_patterns(patterns: Iterable[dict[str, Any]], directory: str) -> str:
     with open(os.path.join(directory, META_FILE), "w", encoding="utf8") as fh:
         json.dump({"format": PATTERN_FORMAT, "patterns": count, "labels": list(LABELS)}, fh, indent=2)
     return path
+
+
+def patterns_digest(path: str) -> str:
+    """SHA-256 of a patterns file (or of the ``patterns.jsonl`` in a directory): equal rules, equal digest."""
+    if os.path.isdir(path):
+        path = os.path.join(path, PATTERNS_FILE)
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
 
 
 def read_patterns(path: str) -> list[dict[str, Any]]:
