@@ -11,7 +11,8 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pandas as pd
 from pyspark import SparkContext, keyword_only
@@ -20,13 +21,29 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    ArrayType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 from sparktweet import ner
 from sparktweet.errors import ConfigError, InputError
 from sparktweet.params import HasBatchSize, HasErrorCol, HasTextCol
-from sparktweet.persistence import ArtifactRef, HasArtifacts, copy_from_hadoop, new_artifact_dir
-from sparktweet.workers import cached, error_column, resolve_artifact, with_struct_outputs
+from sparktweet.persistence import (
+    ArtifactRef,
+    HasArtifacts,
+    copy_from_hadoop,
+    new_artifact_dir,
+)
+from sparktweet.workers import (
+    cached,
+    error_column,
+    resolve_artifact,
+    with_struct_outputs,
+)
 
 ENTITY_TYPE = StructType(
     [
@@ -172,15 +189,15 @@ class EntityExtractor(Transformer, HasTextCol, HasErrorCol, HasBatchSize, HasArt
         patternsPath: str = "",
         labels: list[str] | None = None,
         maxTextLength: int = ner.DEFAULT_MAX_LENGTH,
-    ) -> "EntityExtractor":
+    ) -> EntityExtractor:
         """Sets params for this transformer."""
         return self._set(**self._input_kwargs)
 
-    def setTextCol(self, value: str) -> "EntityExtractor":
+    def setTextCol(self, value: str) -> EntityExtractor:
         """Sets the value of :py:attr:`textCol`."""
         return self._set(textCol=value)
 
-    def setOutputCol(self, value: str) -> "EntityExtractor":
+    def setOutputCol(self, value: str) -> EntityExtractor:
         """Sets the value of :py:attr:`outputCol`."""
         return self._set(outputCol=value)
 
@@ -188,15 +205,15 @@ class EntityExtractor(Transformer, HasTextCol, HasErrorCol, HasBatchSize, HasArt
         """Gets the value of outputCol or its default value."""
         return self.getOrDefault(self.outputCol)
 
-    def setErrorCol(self, value: str) -> "EntityExtractor":
+    def setErrorCol(self, value: str) -> EntityExtractor:
         """Sets the value of :py:attr:`errorCol`."""
         return self._set(errorCol=value)
 
-    def setBatchSize(self, value: int) -> "EntityExtractor":
+    def setBatchSize(self, value: int) -> EntityExtractor:
         """Sets the value of :py:attr:`batchSize`."""
         return self._set(batchSize=value)
 
-    def setSpacyModel(self, value: str) -> "EntityExtractor":
+    def setSpacyModel(self, value: str) -> EntityExtractor:
         """Sets the value of :py:attr:`spacyModel`."""
         return self._set(spacyModel=value)
 
@@ -204,7 +221,7 @@ class EntityExtractor(Transformer, HasTextCol, HasErrorCol, HasBatchSize, HasArt
         """Gets the value of spacyModel or its default value."""
         return self.getOrDefault(self.spacyModel)
 
-    def setPatternsPath(self, value: str) -> "EntityExtractor":
+    def setPatternsPath(self, value: str) -> EntityExtractor:
         """Sets the value of :py:attr:`patternsPath`; the new file is read on next use."""
         return self._set(patternsPath=value)
 
@@ -212,7 +229,7 @@ class EntityExtractor(Transformer, HasTextCol, HasErrorCol, HasBatchSize, HasArt
         """Gets the value of patternsPath or its default value."""
         return self.getOrDefault(self.patternsPath)
 
-    def setLabels(self, value: list[str]) -> "EntityExtractor":
+    def setLabels(self, value: list[str]) -> EntityExtractor:
         """Sets the value of :py:attr:`labels`."""
         return self._set(labels=value)
 
@@ -220,7 +237,7 @@ class EntityExtractor(Transformer, HasTextCol, HasErrorCol, HasBatchSize, HasArt
         """Gets the value of labels or its default value."""
         return self.getOrDefault(self.labels)
 
-    def setMaxTextLength(self, value: int) -> "EntityExtractor":
+    def setMaxTextLength(self, value: int) -> EntityExtractor:
         """Sets the value of :py:attr:`maxTextLength`."""
         return self._set(maxTextLength=value)
 

@@ -32,13 +32,15 @@ import bisect
 import functools
 import gzip
 import hashlib
+import itertools
 import json
 import logging
 import os
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import spacy
 from spacy.language import Language
@@ -145,26 +147,32 @@ IGNORED_PHRASES: tuple[str, ...] = (
 # Airports whose code alone, in capitals, is a mention. Large and medium hubs these airlines
 # serve plus their main international gateways; any other IATA code needs context ("to BTV").
 MAJOR_AIRPORTS: frozenset[str] = frozenset(
-    """
-    ATL LAX ORD DFW DEN JFK SFO SEA LAS MCO EWR CLT PHX IAH MIA BOS MSP FLL DTW PHL LGA BWI SLC SAN
-    IAD DCA MDW TPA PDX HNL DAL STL AUS BNA HOU OAK MSY RDU SJC SMF SNA SAT RSW MCI CLE IND PIT CMH
-    CVG PBI OGG JAX ABQ ANC BDL BUF OMA ONT BUR LGB MKE RIC ORF OKC TUL MEM SDF BHM CHS SAV GRR DSM
-    BOI RNO TUS ELP PVD ALB SYR ROC BTV PWM MHT HPN ISP SJU STT STX KOA LIH PSP SRQ EYW MYR GSP GSO
-    TYS XNA MSN GEG HDN EGE ASE JAC BZN DRO COS FAT SBA ICT LIT
-    YYZ YVR YUL YYC YOW YEG CUN MEX SJD PVR GDL MBJ NAS SXM PUJ AUA BDA LIR SJO GCM SDQ
-    LHR LGW CDG AMS FRA MAD BCN FCO DUB MUC ZRH IST DXB DOH HKG NRT HND ICN PEK PVG SIN SYD MEL GRU
-    EZE BOG LIM SCL TLV
-    """.split()
+    [
+        "ATL", "LAX", "ORD", "DFW", "DEN", "JFK", "SFO", "SEA", "LAS", "MCO", "EWR", "CLT", "PHX", "IAH", "MIA",
+        "BOS", "MSP", "FLL", "DTW", "PHL", "LGA", "BWI", "SLC", "SAN", "IAD", "DCA", "MDW", "TPA", "PDX", "HNL",
+        "DAL", "STL", "AUS", "BNA", "HOU", "OAK", "MSY", "RDU", "SJC", "SMF", "SNA", "SAT", "RSW", "MCI", "CLE",
+        "IND", "PIT", "CMH", "CVG", "PBI", "OGG", "JAX", "ABQ", "ANC", "BDL", "BUF", "OMA", "ONT", "BUR", "LGB",
+        "MKE", "RIC", "ORF", "OKC", "TUL", "MEM", "SDF", "BHM", "CHS", "SAV", "GRR", "DSM", "BOI", "RNO", "TUS",
+        "ELP", "PVD", "ALB", "SYR", "ROC", "BTV", "PWM", "MHT", "HPN", "ISP", "SJU", "STT", "STX", "KOA", "LIH",
+        "PSP", "SRQ", "EYW", "MYR", "GSP", "GSO", "TYS", "XNA", "MSN", "GEG", "HDN", "EGE", "ASE", "JAC", "BZN",
+        "DRO", "COS", "FAT", "SBA", "ICT", "LIT", "YYZ", "YVR", "YUL", "YYC", "YOW", "YEG", "CUN", "MEX", "SJD",
+        "PVR", "GDL", "MBJ", "NAS", "SXM", "PUJ", "AUA", "BDA", "LIR", "SJO", "GCM", "SDQ", "LHR", "LGW", "CDG",
+        "AMS", "FRA", "MAD", "BCN", "FCO", "DUB", "MUC", "ZRH", "IST", "DXB", "DOH", "HKG", "NRT", "HND", "ICN",
+        "PEK", "PVG", "SIN", "SYD", "MEL", "GRU", "EZE", "BOG", "LIM", "SCL", "TLV"
+    ]
 )
 
 # Capitalised abbreviations that are also IATA codes but, in tweets, almost never airports.
 ABBREVIATIONS: frozenset[str] = frozenset(
-    """
-    CEO USA FAA TSA ABC POS IVR ATC SOP UAL SWA AAL LUV CTL EST PST CST MST EDT PDT CDT GMT UTC OMG
-    LOL BTW IMO WTF FYI ETA FLT MVP CSS ALI VIP DOT CNN NBC CBS FOX NFL NBA MLB SMS PDF URL APP GPS
-    ATM BBQ DIY RIP FAQ USD EUR GBP CAD AUD HRS MIN MPH JAN FEB MAR APR JUN JUL AUG SEP OCT NOV DEC
-    MON TUE WED THU FRI SUN AKA ASAP TBD TBA PHD CIA FBI NSA SOS MIL OFF PLZ PLS THX TIX FFL DIA
-    """.split()
+    [
+        "CEO", "USA", "FAA", "TSA", "ABC", "POS", "IVR", "ATC", "SOP", "UAL", "SWA", "AAL", "LUV", "CTL", "EST",
+        "PST", "CST", "MST", "EDT", "PDT", "CDT", "GMT", "UTC", "OMG", "LOL", "BTW", "IMO", "WTF", "FYI", "ETA",
+        "FLT", "MVP", "CSS", "ALI", "VIP", "DOT", "CNN", "NBC", "CBS", "FOX", "NFL", "NBA", "MLB", "SMS", "PDF",
+        "URL", "APP", "GPS", "ATM", "BBQ", "DIY", "RIP", "FAQ", "USD", "EUR", "GBP", "CAD", "AUD", "HRS", "MIN",
+        "MPH", "JAN", "FEB", "MAR", "APR", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC", "MON", "TUE", "WED",
+        "THU", "FRI", "SUN", "AKA", "ASAP", "TBD", "TBA", "PHD", "CIA", "FBI", "NSA", "SOS", "MIL", "OFF", "PLZ",
+        "PLS", "THX", "TIX", "FFL", "DIA"
+    ]
 )
 
 # Airports people name without their full official name.
@@ -583,7 +591,7 @@ def _split_tokens_at(doc: Doc, offsets: list[int]) -> None:
                 i += 1
             if cuts:
                 bounds = [0, *cuts, len(token.text)]
-                pieces = [token.text[a:b] for a, b in zip(bounds, bounds[1:])]
+                pieces = [token.text[a:b] for a, b in itertools.pairwise(bounds)]
                 retokenizer.split(token, pieces, heads=[(token, 0)] * len(pieces))
 
 
@@ -764,7 +772,7 @@ def extract(
             todo.append(i)
     try:
         docs = list(nlp.pipe((texts[i] for i in todo), batch_size=batch_size))
-    except Exception:  # noqa: BLE001 - one bad text must not cost the batch; find it below
+    except Exception:
         log.warning("spaCy failed on a batch of %d texts; retrying them one by one", len(todo), exc_info=True)
         for i in todo:
             try:

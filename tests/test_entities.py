@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
+from contract import (
+    check_no_arg_construction,
+    check_save_load_round_trip,
+    check_streaming,
+)
 from pyspark.ml import PipelineModel
 from pyspark.sql.types import StringType, StructField, StructType
 
 from sparktweet import ner
 from sparktweet.entities import ENTITIES_TYPE, EntityExtractor
 from sparktweet.errors import ConfigError, InputError, ModelError
-from contract import check_no_arg_construction, check_save_load_round_trip, check_streaming
 
 INPUT = StructType([StructField("tweet_id", StringType()), StructField("text", StringType())])
 OUTPUT = StructType([StructField("tweet_id", StringType()), StructField("entities", ENTITIES_TYPE), StructField("error", StringType())])
