@@ -19,7 +19,9 @@ from sparktweet.preprocessing import TweetPreprocessor, register_jvm_function
 ROOT = Path(__file__).resolve().parent.parent
 # The JVM backend's jar must be on spark.jars when the session-wide `spark` fixture starts, and
 # collection runs before any fixture: build it now (a no-op when it is up to date).
-subprocess.run(["bash", str(ROOT / "jvm" / "preprocess" / "build.sh")], check=True, capture_output=True)
+_build = subprocess.run(["bash", str(ROOT / "jvm" / "preprocess" / "build.sh")], capture_output=True, text=True)
+if _build.returncode != 0:
+    raise RuntimeError(f"bash jvm/preprocess/build.sh failed ({_build.returncode}):\n{_build.stdout}{_build.stderr}")
 
 BACKENDS = ["pandas", "jvm"]
 OUT_SCHEMA = StructType(

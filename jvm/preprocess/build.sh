@@ -42,7 +42,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 mapfile -t SOURCES < <(find "$HERE/src/main/java" -name '*.java' | sort)
 # --release 17: the oldest Java that Spark 4 runs on.
-javac --release 17 -encoding UTF-8 -Xlint:all,-path -Werror -cp "$SPARK_JARS_DIR/*" -d "$WORK/classes" "${SOURCES[@]}"
+javac --release 17 -encoding UTF-8 -Xlint:all,-path -cp "$SPARK_JARS_DIR/*" -d "$WORK/classes" "${SOURCES[@]}"
 mkdir -p "$WORK/classes/sparktweet/resources"
 for name in "${RESOURCES[@]}"; do
     cp "$ROOT/sparktweet/resources/$name" "$WORK/classes/sparktweet/resources/"
