@@ -57,11 +57,11 @@ def _to_backend(value: Any) -> str:
     return backend
 
 
-def _to_count(minimum: int) -> Any:
+def _to_count(name: str, minimum: int) -> Any:
     def convert(value: Any) -> int:
         number = TypeConverters.toInt(value)
         if number < minimum:
-            raise ConfigError(f"TweetPreprocessor expects an integer >= {minimum} for this param; found {value!r}.")
+            raise ConfigError(f"TweetPreprocessor param {name} must be an integer >= {minimum}; found {value!r}.")
         return number
 
     return convert
@@ -150,13 +150,13 @@ class TweetPreprocessor(Transformer, HasTextCol, HasTokensCol, HasErrorCol, Defa
         Params._dummy(),
         "maxChars",
         "Texts longer than this many characters are not tokenised: the row gets null tokens and an error.",
-        typeConverter=_to_count(1),
+        typeConverter=_to_count("maxChars", 1),
     )
     minTokens: Param[int] = Param(
         Params._dummy(),
         "minTokens",
         "Rows with fewer tokens than this after preprocessing get null tokens and an error; 0 accepts empty token lists.",
-        typeConverter=_to_count(0),
+        typeConverter=_to_count("minTokens", 0),
     )
 
     @keyword_only

@@ -151,9 +151,9 @@ def test_backend_choice_is_validated() -> None:
         TweetPreprocessor(backend="sparknlp")
     with pytest.raises(ConfigError, match="pandas, jvm; found 'spacy'"):
         TweetPreprocessor().setBackend("spacy")
-    with pytest.raises(ConfigError, match=">= 1"):
+    with pytest.raises(ConfigError, match="maxChars must be an integer >= 1"):
         TweetPreprocessor(maxChars=0)
-    with pytest.raises(ConfigError, match=">= 0"):
+    with pytest.raises(ConfigError, match="minTokens must be an integer >= 0"):
         TweetPreprocessor(minTokens=-1)
     assert TweetPreprocessor(backend=" JVM ").getBackend() == "jvm"
 
