@@ -581,17 +581,20 @@ class RegexEntities:
 
 def _split_tokens_at(doc: Doc, offsets: list[int]) -> None:
     """Split every token that has one of ``offsets`` strictly inside it."""
-    with doc.retokenize() as retokenizer:
-        for token in doc:
-            lo, hi = token.idx, token.idx + len(token.text)
-            i = bisect.bisect_right(offsets, lo)
-            cuts = []
-            while i < len(offsets) and offsets[i] < hi:
-                cuts.append(offsets[i] - lo)
-                i += 1
-            if cuts:
-                bounds = [0, *cuts, len(token.text)]
-                pieces = [token.text[a:b] for a, b in itertools.pairwise(bounds)]
+    splits = []
+    for token in doc:
+        lo, hi = token.idx, token.idx + len(token.text)
+        i = bisect.bisect_right(offsets, lo)
+        cuts = []
+        while i < len(offsets) and offsets[i] < hi:
+            cuts.append(offsets[i] - lo)
+            i += 1
+        if cuts:
+            bounds = [0, *cuts, len(token.text)]
+            splits.append((token, [token.text[a:b] for a, b in itertools.pairwise(bounds)]))
+    if splits:  # most tweets need none, and opening a retokenizer is not free
+        with doc.retokenize() as retokenizer:
+            for token, pieces in splits:
                 retokenizer.split(token, pieces, heads=[(token, 0)] * len(pieces))
 
 

@@ -108,6 +108,15 @@ def test_brand_patterns_and_labels_survive_save_without_the_source_file(spark, t
     assert_df_equality(before, loaded.transform(df), ignore_nullable=True)
 
 
+def test_saving_an_unused_stage_writes_the_default_patterns(spark, tmp_path: Path):
+    target = str(tmp_path / "extractor")
+    EntityExtractor().save(target)
+    saved = Path(target) / "artifacts" / ner.PATTERNS_FILE
+    assert saved.stat().st_size > 100_000
+    loaded = EntityExtractor.load(target)
+    assert ner.patterns_digest(str(saved)) == ner.patterns_digest(loaded._require_artifacts())
+
+
 def test_changing_patterns_path_rebuilds_the_artifact(spark, tmp_path: Path):
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     first.write_text(json.dumps({"label": "CITY", "pattern": "Gotham"}) + "\n")

@@ -119,6 +119,12 @@ def test_null_empty_long_and_failing_texts(nlp):
     assert results[4] == Extraction([Entity("Denver", "CITY", 3, 9)], None)
 
 
+def test_long_text_within_the_limit(nlp):
+    text = "lost bag " * 6000 + "in Denver"
+    (result,) = ner.extract(nlp, [text])
+    assert result == Extraction([Entity("Denver", "CITY", 54003, 54009)], None)
+
+
 def test_labels_filter(nlp):
     (result,) = ner.extract(nlp, ["@united lost my bag in Denver"], labels=["CITY"])
     assert result.entities == [Entity("Denver", "CITY", 23, 29)]
