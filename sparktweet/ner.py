@@ -15,9 +15,9 @@ ship its own. Each line is one of
 
 The pipeline is ``spacy.blank("en")`` plus three components: ``sparktweet_regex`` (runs the
 expressions and splits tokens where a match starts or ends inside one, so every match becomes a
-token-aligned span), ``entity_ruler`` (the phrases), and ``sparktweet_merge`` (keeps the longest
-non-overlapping spans, ties broken by :data:`LABEL_PRIORITY`). Character offsets always refer to
-the original text.
+token-aligned span), ``sparktweet_ruler`` (spaCy's EntityRuler, in its ``future_entity_ruler``
+implementation, for the phrases) and ``sparktweet_merge`` (keeps the longest non-overlapping spans,
+ties broken by :data:`LABEL_PRIORITY`). Character offsets always refer to the original text.
 
 Examples
 --------
