@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+
+from sparktweet.categories import load_categories, parse_categories
+from sparktweet.config import load_config, parse_override, secret
+from sparktweet.errors import ConfigError
+from sparktweet.workers import cached
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("spark:\n  master: spark://host:7077\nnew:\n  key: 1\n")
+    cfg = load_config([extra], ["train.epochs=3", "brand.handles=[a, b]", "new.deeper.x=true"])
+    assert cfg["spark"]["master"] == "spark://host:7077"
+    assert cfg["train"]["epochs"] == 3
+    assert cfg["brand"]["handles"] == ["a", "b"]
+    assert cfg["new"] == {"key": 1, "deeper": {"x": True}}
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=3", ".=1"])
+def test_bad_override_is_a_clear_error(bad):
+    with pytest.raises(ConfigError, match="--set"):
+        parse_override(bad)
+
+
+def test_override_cannot_descend_into_a_value():
+    with pytest.raises(ConfigError, match="is a value"):
+        load_config(overrides=["train.epochs.x=1"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config([tmp_path / "nope.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config([bad])
+
+
+def test_secrets_come_from_the_environment_only(monkeypatch):
+    monkeypatch.delenv("SPARKTWEET_TEST_SECRET", raising=False)
+    with pytest.raises(ConfigError, match="environment"):
+        secret("SPARKTWEET_TEST_SECRET")
+    monkeypatch.setenv("SPARKTWEET_TEST_SECRET", "s3cr3t")
+    assert secret("SPARKTWEET_TEST_SECRET") == "s3cr3t"
+
+
+def test_shipped_categories_match_the_design():
+    cats = load_categories()
+    assert [(c.code, c.prefix) for c in cats] == [
+        ("baggage", "BAG"), ("customer_experience", "CX"), ("delay_customer_service", "DLY"), ("extra_charges", "FEE"),
+        ("online_booking", "WEB"), ("reschedule_refund", "RFD"), ("reservation", "RES"), ("seating", "SEAT"),
+    ]
+    assert all(c.keywords and "{ticket_id}" in c.template for c in cats)
+
+
+def test_category_validation():
+    with pytest.raises(ConfigError, match="unique"):
+        parse_categories([{"code": "a", "name": "A", "prefix": "AA"}, {"code": "a", "name": "B", "prefix": "BB"}])
+    with pytest.raises(ConfigError, match="prefix"):
+        parse_categories([{"code": "a", "name": "A", "prefix": "A1"}])
+
+
+def test_worker_cache_loads_once_per_process():
+    calls = []
+    first = cached("test", "/some/path", lambda p: calls.append(p) or object())
+    again = cached("test", "/some/path", lambda p: calls.append(p) or object())
+    assert first is again and calls == ["/some/path"]
