@@ -165,8 +165,15 @@ class TextClassifier:
         return cls(model, vocab, classes, max_len), {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
     def save(self, path: str) -> None:
+        """Write the model without its optimizer state (a third of the size; inference never needs it)."""
+        import keras
+
         os.makedirs(path, exist_ok=True)
-        self.model.save(os.path.join(path, MODEL_FILE))
+        model = self.model
+        if getattr(model, "optimizer", None) is not None:
+            model = keras.models.clone_model(self.model)
+            model.set_weights(self.model.get_weights())
+        model.save(os.path.join(path, MODEL_FILE))
         meta = {"format": FORMAT, "labels": self.labels, "max_len": self.max_len, "vocab": self.vocab.words}
         with open(os.path.join(path, META_FILE), "w", encoding="utf-8") as f:
             json.dump(meta, f)
