@@ -135,10 +135,18 @@ def _filters() -> dict[str, str]:
     return chosen
 
 
+def _epoch(seconds: int) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC)
+
+
 def _stats() -> dict[str, Any]:
     store = current_app.config["STORE"]
-    since = store.now() - _dt.timedelta(days=7)
-    series = store.time_series(bucket_s=3600 * 6, since=since)
+    bucket = 6 * 3600
+    now = int(store.clock())
+    first = (now - 7 * 86400) // bucket * bucket + bucket
+    counted = {int(t.timestamp()): n for t, n in store.time_series(bucket_s=bucket, since=_epoch(first))}
+    # Every bucket of the window, empty ones too, so the chart's x axis is time, not data points.
+    series = [(_epoch(start), counted.get(start, 0)) for start in range(first, now + 1, bucket)]
     return {
         "by_status": store.counts("status"),
         "by_category": store.counts("category"),
@@ -156,21 +164,29 @@ def _bars(counts: dict[str, int], order: tuple[str, ...] | None = None) -> list[
     return [{"label": k, "count": counts.get(k, 0), "pct": round(100 * counts.get(k, 0) / top, 1)} for k in keys]
 
 
-def _line(series: list[dict[str, Any]], width: int = 560, height: int = 140) -> dict[str, Any]:
-    if not series:
-        return {"points": "", "max": 0, "width": width, "height": height, "first": "", "last": ""}
-    top = max(p["count"] for p in series) or 1
-    step = width / max(1, len(series) - 1)
-    points = " ".join(
-        f"{i * step:.1f},{height - 10 - (height - 20) * p['count'] / top:.1f}" for i, p in enumerate(series)
-    )
+def _columns(series: list[dict[str, Any]], width: int = 1100, height: int = 160) -> dict[str, Any]:
+    top = max((p["count"] for p in series), default=0) or 1
+    slot = width / max(1, len(series))
+    plot = height - 20
+    cols = [
+        {
+            "x": round(i * slot + 1, 1),
+            "w": round(max(1.0, slot - 2), 1),
+            "h": round(plot * p["count"] / top, 1),
+            "y": round(plot - plot * p["count"] / top, 1),
+            "count": p["count"],
+            "start": p["start"][:13].replace("T", " ") + "h",
+        }
+        for i, p in enumerate(series)
+    ]
     return {
-        "points": points,
-        "max": top,
+        "cols": cols,
+        "max": max((p["count"] for p in series), default=0),
         "width": width,
         "height": height,
-        "first": series[0]["start"][:13].replace("T", " "),
-        "last": series[-1]["start"][:13].replace("T", " "),
+        "axis_y": plot,
+        "first": cols[0]["start"] if cols else "",
+        "last": cols[-1]["start"] if cols else "",
     }
 
 
@@ -194,7 +210,7 @@ def dashboard():
         tickets=[t.agent_dict() for t in tickets],
         stats=stats,
         charts=charts,
-        line=_line(stats["series"]),
+        line=_columns(stats["series"]),
         filters=filters,
         options={**FILTERS, "category": sorted(stats["by_category"])},
     )
