@@ -19,9 +19,9 @@ setup(
         "lstm": ["tensorflow-cpu>=2.21,<2.22; platform_machine=='x86_64'", "gensim>=4.4,<4.5", "scikit-learn>=1.4"],
         "ner": ["spacy>=3.8,<3.9", "airportsdata>=20240101", "spacy-lookups-data>=1.0.5"],
         "kafka": ["confluent-kafka>=2.4", "tweepy>=4.17,<4.18"],
-        "serve": ["flask>=3,<4", "sqlalchemy>=2", "alembic>=1.13", "waitress>=3", "tweepy>=4.17,<4.18", "confluent-kafka>=2.4"],
+        "serve": ["flask>=3,<4", "sqlalchemy>=2", "alembic>=1.13", "waitress>=3", "psycopg[binary]>=3.1", "tweepy>=4.17,<4.18", "confluent-kafka>=2.4"],
         "report": ["matplotlib>=3.8"],
-        "test": ["pytest>=8", "chispa>=0.10"],
+        "test": ["pytest>=8", "chispa>=0.10", "selenium>=4.20"],
     },
     entry_points={"console_scripts": ["sparktweet=sparktweet.cli:main"]},
 )

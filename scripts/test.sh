@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$(command -v python)}"
 export TF_CPP_MIN_LOG_LEVEL=2
 [ -x scripts/install_postgres.sh ] && bash scripts/install_postgres.sh >/dev/null
-[ -x scripts/install_chromium.sh ] && bash scripts/install_chromium.sh >/dev/null
+[ -x scripts/install_browser.sh ] && bash scripts/install_browser.sh >/dev/null
 exec python -m pytest -p no:cacheprovider "$@"

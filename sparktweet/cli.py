@@ -74,6 +74,31 @@ def cmd_kafka(args: argparse.Namespace, config: dict) -> int:
     return kafka_broker.main(argv)
 
 
+def cmd_dispatch(args: argparse.Namespace, config: dict) -> int:
+    import signal
+    import threading
+
+    from sparktweet.dispatcher import run
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stats = run(config, args.mode or get(config, "dispatch.mode"), stop=stop, exit_when_idle_s=args.exit_when_idle)
+    log.info("dispatcher stopped: %s", stats)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, config: dict) -> int:
+    from waitress import serve
+
+    from sparktweet.web import create_app
+
+    app = create_app({"SPARKTWEET": config})
+    log.info("serving on http://%s:%d/ (dashboard: /dashboard)", args.host, args.port)
+    serve(app, host=args.host, port=args.port, threads=args.threads, max_request_body_size=64 * 1024)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparktweet", description="Triage customer tweets with Spark: train, score, stream, reply.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("action", choices=["start", "stop", "status", "restart", "logs"])
     p.set_defaults(func=cmd_kafka)
+
+    p = sub.add_parser("dispatch", help="replies.outbox -> ticket store -> replies on X (exactly once per tweet)")
+    _common(p)
+    p.add_argument("--mode", choices=["dry-run", "approve", "live"], help="default: dispatch.mode, else dry-run")
+    p.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="stop once the outbox and queue stay empty this long")
+    p.set_defaults(func=cmd_dispatch)
+
+    p = sub.add_parser("serve", help="ticket tracking page, agent dashboard and API (waitress)")
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--threads", type=int, default=4)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
