@@ -76,22 +76,26 @@ def build_lstm(
     units: int = 64,
     dropout: float = 0.3,
     trainable_embeddings: bool = True,
+    compile_model: bool = True,
 ):
     """Embedding (word2vec-initialised) → bidirectional LSTM → softmax."""
     import keras
     from keras import layers
 
     inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    emb_init = keras.initializers.Constant(embedding) if embedding is not None else "uniform"
-    x = layers.Embedding(
-        vocab_size, embedding_dim, embeddings_initializer=emb_init, mask_zero=True, trainable=trainable_embeddings, name="embedding"
-    )(inputs)
+    embedding_layer = layers.Embedding(vocab_size, embedding_dim, mask_zero=True, trainable=trainable_embeddings, name="embedding")
+    x = embedding_layer(inputs)
     x = layers.SpatialDropout1D(dropout / 2)(x)
     x = layers.Bidirectional(layers.LSTM(units), name="bilstm")(x)
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    if embedding is not None:
+        # Set after building rather than through a Constant initializer, which would copy the whole
+        # matrix into the saved model's config.
+        embedding_layer.set_weights([embedding])
+    if compile_model:
+        model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -165,18 +169,24 @@ class TextClassifier:
         return cls(model, vocab, classes, max_len), {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
     def save(self, path: str) -> None:
-        """Write the model without its optimizer state (a third of the size; inference never needs it)."""
-        import keras
-
+        """Write the model without its optimizer state (inference never needs it)."""
         os.makedirs(path, exist_ok=True)
         model = self.model
         if getattr(model, "optimizer", None) is not None:
-            model = keras.models.clone_model(self.model)
-            model.set_weights(self.model.get_weights())
+            model = self.rebuilt()
         model.save(os.path.join(path, MODEL_FILE))
         meta = {"format": FORMAT, "labels": self.labels, "max_len": self.max_len, "vocab": self.vocab.words}
         with open(os.path.join(path, META_FILE), "w", encoding="utf-8") as f:
             json.dump(meta, f)
+
+    def rebuilt(self):
+        """An uncompiled copy of the network with the same weights (small config, no optimizer)."""
+        weights = self.model.get_weights()
+        embedding_dim = weights[0].shape[1]
+        units = self.model.get_layer("bilstm").forward_layer.units
+        model = build_lstm(weights[0].shape[0], len(self.labels), None, embedding_dim=embedding_dim, units=units, compile_model=False)
+        model.set_weights(weights)
+        return model
 
     @classmethod
     def load(cls, path: str, threads: int = 0) -> "TextClassifier":
