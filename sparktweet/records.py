@@ -89,8 +89,11 @@ def validation_error(df: DataFrame) -> Column:
     )
 
 
-def to_canonical(df: DataFrame, source: str = "dump") -> DataFrame:
-    """Rename known aliases, cast to the canonical schema, add ``created_ts``, ``date`` and ``error``."""
+def to_canonical(df: DataFrame, source: str = "dump", keep: Sequence[str] = ()) -> DataFrame:
+    """Rename known aliases, cast to the canonical schema, add ``created_ts``, ``date`` and ``error``.
+
+    ``keep`` names extra columns passed through untouched (the stream job keeps Kafka metadata).
+    """
     for old, new in CSV_ALIASES.items():
         if old in df.columns and new not in df.columns:
             df = df.withColumnRenamed(old, new)
@@ -105,7 +108,7 @@ def to_canonical(df: DataFrame, source: str = "dump") -> DataFrame:
     extras = [F.col(c).cast("string").alias(c) for c in LABEL_COLUMNS if c in df.columns]
     if CORRUPT in df.columns:
         extras.append(F.col(CORRUPT))
-    out = df.select(*cols, *extras)
+    out = df.select(*cols, *extras, *keep)
     if "mentions" in df.columns and dict(df.dtypes).get("mentions") != "array<string>":
         out = out.withColumn("mentions", F.lit(None).cast("array<string>"))
     out = out.withColumn("tweet_id", F.trim("tweet_id"))

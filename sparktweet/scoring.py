@@ -23,14 +23,17 @@ OUTPUT_COLUMNS = [
 ]
 
 
-def enrich(model: PipelineModel, tweets: DataFrame) -> DataFrame:
-    """Apply the pipeline to canonical rows and keep the output columns (works on streams too)."""
+def enrich(model: PipelineModel, tweets: DataFrame, keep: Sequence[str] = ()) -> DataFrame:
+    """Apply the pipeline to canonical rows and keep the output columns (works on streams too).
+
+    ``keep`` names extra input columns carried through to the output (e.g. Kafka metadata).
+    """
     scored = model.transform(tweets)
     missing = [c for c in OUTPUT_COLUMNS if c not in scored.columns]
     if missing:
         log.warning("model output lacks %s; writing them as nulls", missing)
         scored = scored.withColumns({c: F.lit(None) for c in missing})
-    return scored.select(*OUTPUT_COLUMNS)
+    return scored.select(*OUTPUT_COLUMNS, *keep)
 
 
 @dataclass
@@ -54,8 +57,11 @@ def score(spark: SparkSession, model: PipelineModel, inputs: Sequence[str], outp
     """Score ``inputs`` with ``model`` into Parquet under ``output`` (partitioned by ``date``)."""
     start = time.monotonic()
     tweets = read_tweets(spark, inputs, fmt=fmt)
-    if partitions:
-        tweets = tweets.repartition(partitions)
+    # Multi-line CSV and single JSON files arrive as one partition: spread them over every core,
+    # since the model stages run in one Python worker per partition.
+    target = partitions or spark.sparkContext.defaultParallelism
+    if partitions or tweets.rdd.getNumPartitions() < target:
+        tweets = tweets.repartition(target)
     enriched = enrich(model, tweets)
     enriched.write.mode(mode).partitionBy("date").parquet(output)
     seconds = time.monotonic() - start
