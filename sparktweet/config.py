@@ -14,7 +14,9 @@ import yaml
 
 from sparktweet.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# $SPARKTWEET_HOME names the folder holding conf/ (and var/, jars/) when the package is imported
+# from a zip (spark-submit --py-files), whose parent is not a directory.
+PROJECT_ROOT = Path(os.environ.get("SPARKTWEET_HOME") or Path(__file__).resolve().parent.parent).resolve()
 CONF_DIR = PROJECT_ROOT / "conf"
 DEFAULT_CONF = CONF_DIR / "default.yaml"
 

@@ -7,7 +7,8 @@ Layout of a saved stage folder (local path or any Hadoop filesystem URI)::
 
 A stage keeps its artifacts in a local directory (``_artifact_dir``). ``save`` copies that
 directory to the target through Hadoop's FileSystem API, ``load`` copies it back into a fresh
-local directory, and ``transform`` ships it to executors once with ``SparkContext.addFile`` so
+local directory, and ``transform`` ships it to executors once with ``SparkContext.addFile`` (a zip
+through ``addArchive`` on a cluster, where Spark ships no local directories) so
 Python workers read it from local disk. Nothing is pickled.
 """
 
@@ -100,8 +101,14 @@ class HasArtifacts(MLReadable, MLWritable):
             # loads of one stage) must never collide.
             name = f"{type(self).__name__.lower()}-{uuid.uuid4().hex[:12]}"
             staged = os.path.join(tempfile.mkdtemp(prefix="sparktweet-ship-"), name)
-            shutil.copytree(local, staged)
-            sc.addFile(staged, recursive=True)
+            if sc._jsc.sc().isLocal():  # type: ignore[union-attr]
+                shutil.copytree(local, staged)
+                sc.addFile(staged, recursive=True)
+            else:
+                # Spark ships local directories only to local masters; cluster executors get a
+                # zip that they unpack under the same SparkFiles name.
+                archive = shutil.make_archive(staged, "zip", root_dir=local)
+                sc.addArchive(f"{archive}#{name}")
             self._registered = ArtifactRef(name=name, local_path=local)
         return self._registered
 
