@@ -21,6 +21,7 @@ setup(
         "kafka": ["confluent-kafka>=2.4", "tweepy>=4.17,<4.18"],
         "serve": ["flask>=3,<4", "sqlalchemy>=2", "alembic>=1.13", "waitress>=3", "psycopg[binary]>=3.1", "tweepy>=4.17,<4.18", "confluent-kafka>=2.4"],
         "report": ["matplotlib>=3.8"],
+        "aws": ["boto3>=1.34"],
         "test": ["pytest>=8", "chispa>=0.10", "selenium>=4.20"],
     },
     entry_points={"console_scripts": ["sparktweet=sparktweet.cli:main"]},
