@@ -61,7 +61,11 @@ pack_env() {
   "$venv/bin/python" -m pip install -q -c "$build/constraints.txt" "$here[$extras]"
   local pack="$(dirname "$python")/venv-pack"
   [ -x "$pack" ] || pack="$(command -v venv-pack)" || die "pack-env: venv-pack not found; pip install venv-pack"
-  "$pack" -p "$venv" -o "$out" -f ${SPARKTWEET_ENV_PYTHON_PREFIX:+--python-prefix "$SPARKTWEET_ENV_PYTHON_PREFIX"}
+  local quiet=--quiet
+  [ -t 1 ] && quiet=
+  "$pack" -p "$venv" -o "$out" -f $quiet ${SPARKTWEET_ENV_PYTHON_PREFIX:+--python-prefix "$SPARKTWEET_ENV_PYTHON_PREFIX"}
+  chmod 644 "$out"
+  rm -rf "$venv"
   echo "$out"
 }
 
