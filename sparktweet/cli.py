@@ -99,6 +99,28 @@ def cmd_serve(args: argparse.Namespace, config: dict) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace, config: dict) -> int:
+    import threading
+
+    from sparktweet.replay import format_summary, replay
+
+    stop = threading.Event()
+    _on_stop_signals(stop.set)
+    summary = replay(
+        config, resolve_path(args.input), rate=args.rate, limit=args.limit, fmt=args.format, topic=args.topic,
+        progress=not args.no_progress and sys.stderr.isatty(), stop=stop,
+    )
+    print(format_summary(summary))
+    return 1 if summary.failed else 0
+
+
+def _on_stop_signals(callback: Callable[[], object]) -> None:
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: callback())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparktweet", description="Triage customer tweets with Spark: train, score, stream, reply.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--threads", type=int, default=4)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("replay", help="send a CSV / JSON Lines / Parquet dump to tweets.raw, paced")
+    _common(p)
+    p.add_argument("input", help="dump to replay (Tweets.csv, the bundled sample, a Parquet folder...)")
+    p.add_argument("--rate", type=float, metavar="TWEETS_PER_S", help="pace (token bucket); default: as fast as possible")
+    p.add_argument("--limit", type=int, metavar="N", help="send at most N records")
+    p.add_argument("--format", choices=["csv", "json", "parquet"], help="input format (default: from the extension)")
+    p.add_argument("--topic", help="target topic (default kafka.topics.raw)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_replay)
+
     return parser
 
 
