@@ -114,6 +114,14 @@ def cmd_replay(args: argparse.Namespace, config: dict) -> int:
     return 1 if summary.failed else 0
 
 
+def cmd_ingest(args: argparse.Namespace, config: dict) -> int:
+    from sparktweet.ingest import run_ingest
+
+    stats = run_ingest(config, max_seconds=args.max_seconds)
+    print("ingest: " + ", ".join(f"{k} {v}" for k, v in stats.as_dict().items()))
+    return 0
+
+
 def _on_stop_signals(callback: Callable[[], object]) -> None:
     import signal
 
@@ -171,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", help="target topic (default kafka.topics.raw)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("ingest", help="X filtered stream -> tweets.raw (bearer token from X_BEARER_TOKEN)")
+    _common(p)
+    p.add_argument("--max-seconds", type=float, help="stop after this many seconds (default: until SIGTERM)")
+    p.set_defaults(func=cmd_ingest)
 
     return parser
 

@@ -149,7 +149,8 @@ def test_unknown_format_and_missing_file_are_clear_errors(tmp_path):
 @pytest.mark.kafka
 def test_replay_sample_keeps_bad_rows_and_reports_delivery(kafka_broker, topic):
     summary = replay(kafka_broker, SAMPLE, topic=topic)
-    n_lines = sum(1 for line in open(SAMPLE, encoding="utf-8") if line.strip())
+    with open(SAMPLE, encoding="utf-8") as fh:
+        n_lines = sum(1 for line in fh if line.strip())
     assert (summary.read, summary.sent, summary.delivered, summary.failed) == (n_lines, n_lines, n_lines, 0)
     assert summary.invalid == 2 and summary.partitions == {0: n_lines}
     messages = _consume(kafka_broker, topic, n_lines)
