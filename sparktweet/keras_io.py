@@ -68,6 +68,10 @@ class Vocabulary:
         return out
 
 
+POOLINGS = ("last", "last_mean", "attention")
+CLASS_WEIGHTS = ("balanced", "sqrt", "none")
+
+
 def build_lstm(
     vocab_size: int,
     num_classes: int,
@@ -77,26 +81,78 @@ def build_lstm(
     dropout: float = 0.3,
     trainable_embeddings: bool = True,
     compile_model: bool = True,
+    pooling: str = "last",
+    learning_rate: float = 2e-3,
+    name: str | None = None,
 ):
-    """Embedding (word2vec-initialised) → bidirectional LSTM → softmax."""
-    import keras
-    from keras import layers
+    """Embedding (word2vec-initialised) → bidirectional LSTM → pooling → softmax.
 
+    ``pooling``: ``last`` reads the LSTM's final states; ``last_mean`` adds the masked mean of its
+    outputs over the tokens; ``attention`` a learned weighted sum of them (additive attention).
+    """
+    import keras
+    from keras import layers, ops
+
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
     embedding_layer = layers.Embedding(vocab_size, embedding_dim, mask_zero=True, trainable=trainable_embeddings, name="embedding")
     x = embedding_layer(inputs)
     x = layers.SpatialDropout1D(dropout / 2)(x)
-    x = layers.Bidirectional(layers.LSTM(units), name="bilstm")(x)
+    if pooling == "last":
+        x = layers.Bidirectional(layers.LSTM(units), name="bilstm")(x)
+    else:
+        seq = layers.Bidirectional(layers.LSTM(units, return_sequences=True), name="bilstm")(x)
+        mask = ops.expand_dims(ops.cast(ops.not_equal(inputs, PAD), seq.dtype), -1)
+        if pooling == "last_mean":
+            # Right-padded rows: the backward LSTM ends at position 0, the forward one at the last real token.
+            last = ops.concatenate([_last_forward(seq, mask, units), seq[:, 0, units:]], axis=-1)
+            mean = ops.sum(seq * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+            x = layers.Concatenate(name="pooled")([last, mean])
+        else:
+            scores = layers.Dense(1, use_bias=False, name="attention_score")(layers.Dense(units, activation="tanh", name="attention")(seq))
+            weights = ops.softmax(scores + (1.0 - mask) * -1e9, axis=1)
+            x = ops.sum(weights * seq, axis=1)
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
-    model = keras.Model(inputs, outputs)
+    model = keras.Model(inputs, outputs, name=name)
     if embedding is not None:
         # Set after building rather than through a Constant initializer, which would copy the whole
         # matrix into the saved model's config.
         embedding_layer.set_weights([embedding])
     if compile_model:
-        model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def _last_forward(seq, mask, units: int):
+    """The forward LSTM's output at each row's last real token (rows are right-padded)."""
+    from keras import ops
+
+    last = ops.maximum(ops.cast(ops.sum(mask, axis=(1, 2)), "int32") - 1, 0)
+    picked = ops.take_along_axis(seq[:, :, :units], ops.reshape(last, (-1, 1, 1)), axis=1)
+    return ops.squeeze(picked, axis=1)
+
+
+def _class_weights(y: np.ndarray, num_classes: int, how: str) -> dict[int, float] | None:
+    """``balanced``: n / (k * count); ``sqrt``: its square root (half-way to unweighted); ``none``."""
+    if how not in CLASS_WEIGHTS:
+        raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, got {how!r}")
+    if how == "none":
+        return None
+    counts = np.bincount(y, minlength=num_classes).astype("float64")
+    weights = {i: float(len(y) / (num_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
+    return {i: float(np.sqrt(w)) for i, w in weights.items()} if how == "sqrt" else weights
+
+
+def _average(members: list):
+    """One Keras model whose output is the mean of the members' class probabilities."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    outputs = layers.Average(name="probs")([m(inputs) for m in members])
+    return keras.Model(inputs, outputs, name="lstm_ensemble")
 
 
 class TextClassifier:
@@ -125,48 +181,70 @@ class TextClassifier:
         validation_fraction: float = 0.1,
         class_weight: str = "balanced",
         pretrain_embeddings: bool = True,
+        pooling: str = "last",
+        dropout: float = 0.3,
+        learning_rate: float = 2e-3,
+        ensemble: int = 1,
         seed: int = 13,
         verbose: int = 2,
     ) -> tuple["TextClassifier", dict]:
-        """Fit on tokenised texts; returns the classifier and its training history (per epoch)."""
+        """Fit on tokenised texts; returns the classifier and its training history (per epoch).
+
+        ``ensemble`` > 1 trains that many LSTMs from different seeds (word2vec, weights, shuffling)
+        and saves them as one Keras model averaging their probabilities: the average of a few
+        seeds is steadier and more accurate than any one of them, at that many times the inference cost.
+        """
         import keras
 
         from sparktweet.embeddings import embedding_matrix, train_word2vec
 
-        keras.utils.set_random_seed(seed)
         classes = list(label_order) if label_order else sorted(set(labels))
         y = np.array([classes.index(lbl) for lbl in labels], dtype="int32")
         vocab = Vocabulary.build(token_lists, max_size=vocab_size)
         x = vocab.encode(token_lists, max_len)
-        matrix = None
-        if pretrain_embeddings:
-            vectors = train_word2vec(token_lists, dim=embedding_dim, seed=seed)
-            matrix = embedding_matrix(vocab.index, vectors, embedding_dim, seed=seed)
-        model = build_lstm(len(vocab), len(classes), matrix, embedding_dim=embedding_dim, units=units)
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(y))
         n_val = int(len(y) * validation_fraction) if validation_fraction > 0 and len(y) >= 20 else 0
         val_idx, tr_idx = order[:n_val], order[n_val:]
-        weights = None
-        if class_weight == "balanced":
-            counts = np.bincount(y[tr_idx], minlength=len(classes)).astype("float64")
-            weights = {i: float(len(tr_idx) / (len(classes) * c)) if c else 0.0 for i, c in enumerate(counts)}
-        callbacks = []
-        validation = None
-        if n_val:
-            validation = (x[val_idx], y[val_idx])
-            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True))
-        history = model.fit(
-            x[tr_idx],
-            y[tr_idx],
-            validation_data=validation,
-            epochs=epochs,
-            batch_size=batch_size,
-            class_weight=weights,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
-        return cls(model, vocab, classes, max_len), {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        weights = _class_weights(y[tr_idx], len(classes), class_weight)
+        members, history = [], {}
+        for member in range(max(1, ensemble)):
+            member_seed = seed + 1000 * member
+            keras.utils.set_random_seed(member_seed)
+            matrix = None
+            if pretrain_embeddings:
+                vectors = train_word2vec(token_lists, dim=embedding_dim, seed=member_seed)
+                matrix = embedding_matrix(vocab.index, vectors, embedding_dim, seed=member_seed)
+            model = build_lstm(
+                len(vocab), len(classes), matrix, embedding_dim=embedding_dim, units=units, dropout=dropout,
+                pooling=pooling, learning_rate=learning_rate, name=f"lstm_{member}" if ensemble > 1 else None,
+            )
+            callbacks = []
+            validation = None
+            if n_val:
+                validation = (x[val_idx], y[val_idx])
+                callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True))
+            fitted = model.fit(
+                x[tr_idx],
+                y[tr_idx],
+                validation_data=validation,
+                epochs=epochs,
+                batch_size=batch_size,
+                class_weight=weights,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+            # Keep an uncompiled copy: no optimizer state to carry or save.
+            inference = build_lstm(
+                len(vocab), len(classes), None, embedding_dim=embedding_dim, units=units, pooling=pooling,
+                name=f"lstm_{member}" if ensemble > 1 else None, compile_model=False,
+            )
+            inference.set_weights(model.get_weights())
+            members.append(inference)
+            prefix = f"member{member}_" if ensemble > 1 else ""
+            history.update({prefix + k: [float(v) for v in vals] for k, vals in fitted.history.items()})
+        model = members[0] if len(members) == 1 else _average(members)
+        return cls(model, vocab, classes, max_len), history
 
     def save(self, path: str) -> None:
         """Write the model without its optimizer state (inference never needs it)."""

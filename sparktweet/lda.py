@@ -47,6 +47,7 @@ class GuidedLda:
         no_below: int = 3,
         no_above: float = 0.4,
         ignore: Sequence[str] = (),
+        alpha: str = "asymmetric",
         seed: int = 13,
     ) -> "GuidedLda":
         from gensim.corpora import Dictionary
@@ -73,7 +74,7 @@ class GuidedLda:
                 seeded += 1
         log.info("guided LDA: %d docs, %d terms, %d topics, %d seed words in vocabulary", len(docs), len(dictionary), k, seeded)
         lda = LdaModel(
-            id2word=dictionary, num_topics=k, eta=eta, alpha="asymmetric",
+            id2word=dictionary, num_topics=k, eta=eta, alpha=alpha,
             passes=passes, iterations=iterations, random_state=seed, eval_every=None,
         )
         # Variational LDA forgets a prior once the data outweighs it, so seed the initial topic-word

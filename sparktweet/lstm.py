@@ -18,14 +18,14 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 
 from sparktweet.errors import InputError
-from sparktweet.params import HasBatchSize, HasErrorCol, HasTokensCol
+from sparktweet.params import HasBatchSize, HasErrorCol, HasTextCol, HasTokensCol
 from sparktweet.persistence import ArtifactRef, HasArtifacts, new_artifact_dir
 from sparktweet.workers import cached, error_column, resolve_artifact, with_struct_outputs
 
 log = logging.getLogger(__name__)
 
 
-class _LstmParams(HasTokensCol, HasErrorCol, HasBatchSize):
+class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
     """Params shared by both LSTM estimators and their models, declared once."""
 
     labelCol: Param[str] = Param(Params._dummy(), "labelCol", "Name of the training label column (string classes).", typeConverter=TypeConverters.toString)
@@ -38,20 +38,66 @@ class _LstmParams(HasTokensCol, HasErrorCol, HasBatchSize):
     lstmUnits: Param[int] = Param(Params._dummy(), "lstmUnits", "Units in each direction of the bidirectional LSTM.", typeConverter=TypeConverters.toInt)
     epochs: Param[int] = Param(Params._dummy(), "epochs", "Maximum training epochs (early stopping on the validation part may stop sooner).", typeConverter=TypeConverters.toInt)
     validationFraction: Param[float] = Param(Params._dummy(), "validationFraction", "Share of the training rows held out for early stopping.", typeConverter=TypeConverters.toFloat)
-    classWeight: Param[str] = Param(Params._dummy(), "classWeight", "Class weighting during training: 'balanced' or 'none'.", typeConverter=TypeConverters.toString)
+    classWeight: Param[str] = Param(
+        Params._dummy(), "classWeight", "Class weighting during training: 'balanced', 'sqrt' (square root of balanced) or 'none'.",
+        typeConverter=TypeConverters.toString,
+    )
+    ensembleSize: Param[int] = Param(
+        Params._dummy(), "ensembleSize", "Number of LSTMs trained from different seeds and averaged into the one saved model.",
+        typeConverter=TypeConverters.toInt,
+    )
+    pooling: Param[str] = Param(
+        Params._dummy(), "pooling", "How the BiLSTM's outputs become one vector: 'last', 'last_mean' or 'attention'.",
+        typeConverter=TypeConverters.toString,
+    )
     pretrainEmbeddings: Param[bool] = Param(Params._dummy(), "pretrainEmbeddings", "Whether word2vec trained on the training tokens initialises the embedding layer.", typeConverter=TypeConverters.toBoolean)
     seed: Param[int] = Param(Params._dummy(), "seed", "Random seed for word2vec, weight initialisation and shuffling.", typeConverter=TypeConverters.toInt)
     tfThreads: Param[int] = Param(Params._dummy(), "tfThreads", "TensorFlow threads per Python worker at inference (0 = TensorFlow's default).", typeConverter=TypeConverters.toInt)
+    keepStopWords: Param[bool] = Param(
+        Params._dummy(), "keepStopWords",
+        "Whether the LSTM reads textCol re-tokenised with stop words kept (they carry sentiment) instead of tokensCol.",
+        typeConverter=TypeConverters.toBoolean,
+    )
 
     def __init__(self) -> None:
         super().__init__()
         self._setDefault(
             labels=[], maxLen=40, vocabSize=8000, embeddingDim=64, lstmUnits=64, epochs=6,
-            validationFraction=0.1, classWeight="balanced", pretrainEmbeddings=True, seed=13, tfThreads=1,
+            validationFraction=0.1, classWeight="balanced", pretrainEmbeddings=True, seed=13, tfThreads=1, keepStopWords=False,
+            ensembleSize=1, pooling="last",
         )
 
     def getLabelCol(self) -> str:
         return self.getOrDefault(self.labelCol)
+
+    def trainKwargs(self) -> dict:
+        """Keyword arguments of :meth:`sparktweet.keras_io.TextClassifier.train` these Params stand for.
+
+        Benchmarks train the same model without Spark through this, so they measure what the pipeline ships.
+        """
+        return {
+            "max_len": self.getOrDefault(self.maxLen),
+            "vocab_size": self.getOrDefault(self.vocabSize),
+            "embedding_dim": self.getOrDefault(self.embeddingDim),
+            "units": self.getOrDefault(self.lstmUnits),
+            "epochs": self.getOrDefault(self.epochs),
+            "validation_fraction": self.getOrDefault(self.validationFraction),
+            "class_weight": self.getOrDefault(self.classWeight),
+            "pretrain_embeddings": self.getOrDefault(self.pretrainEmbeddings),
+            "seed": self.getOrDefault(self.seed),
+            "ensemble": self.getOrDefault(self.ensembleSize),
+            "pooling": self.getOrDefault(self.pooling),
+        }
+
+    def _input(self, dataset: DataFrame) -> str:
+        """The column the LSTM reads: textCol with keepStopWords, else tokensCol; checked to exist.
+
+        tokensCol is required either way: a row TweetPreprocessor could not tokenise is unusable.
+        """
+        for col in dict.fromkeys([self.getTokensCol(), self.getTextCol() if self.getOrDefault(self.keepStopWords) else self.getTokensCol()]):
+            if col not in dataset.columns:
+                raise InputError(f"{type(self).__name__}: input column {col!r} is missing; put a TweetPreprocessor before it.")
+        return self.getTextCol() if self.getOrDefault(self.keepStopWords) else self.getTokensCol()
 
     def getPredictionCol(self) -> str:
         return self.getOrDefault(self.predictionCol)
@@ -66,19 +112,27 @@ def _load_classifier(path: str, threads: int):
     return TextClassifier.load(path, threads=threads)
 
 
-def _score_udf(ref: ArtifactRef, batch_size: int, threads: int):
-    """A pandas UDF scoring token arrays; captures only a path reference and plain config."""
+def _text_tokens(texts) -> list[list[str]]:
+    """Texts re-tokenised with stop words kept (the keepStopWords input)."""
+    from sparktweet.text import default_preprocessor
+
+    pre = default_preprocessor(keep_stop_words=True)
+    return [pre.tokenize(t) for t in texts]
+
+
+def _score_udf(ref: ArtifactRef, batch_size: int, threads: int, from_text: bool):
+    """A pandas UDF scoring token arrays (or texts); captures only a path reference and plain config."""
 
     @pandas_udf("prediction string, score double, error string")  # type: ignore[call-overload]
     def score(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         clf = cached("lstm", resolve_artifact(ref), lambda p: _load_classifier(p, threads))
-        for tokens in batches:
-            n = len(tokens)
+        for inputs in batches:
+            n = len(inputs)
             pred = pd.Series([None] * n, dtype="object")
             prob = pd.Series([None] * n, dtype="float64")
-            present = tokens.notna().to_numpy()
+            present = inputs.notna().to_numpy()
             if present.any():
-                rows = [list(t) for t in tokens[present]]
+                rows = _text_tokens(inputs[present]) if from_text else [list(t) for t in inputs[present]]
                 labels, scores = clf.predict(rows, batch_size=batch_size)
                 pred[present] = labels
                 prob[present] = scores.astype("float64")
@@ -95,13 +149,16 @@ class LstmClassifierModel(Model, _LstmParams, HasArtifacts):
         return _load_classifier(self._require_artifacts(), 0)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        tokens_col, err = self.getTokensCol(), self.getErrorCol()
-        if tokens_col not in dataset.columns:
-            raise InputError(f"{type(self).__name__}: input column {tokens_col!r} is missing; put a TweetPreprocessor before it.")
-        udf = _score_udf(self._artifact_ref(), self.getBatchSize(), self.getOrDefault(self.tfThreads))
-        tokens = F.when(error_column(dataset, err).isNull(), F.col(tokens_col))
+        col, err = self._input(dataset), self.getErrorCol()
+        from_text = self.getOrDefault(self.keepStopWords)
+        udf = _score_udf(self._artifact_ref(), self.getBatchSize(), self.getOrDefault(self.tfThreads), from_text)
+        usable = error_column(dataset, err).isNull()
+        if from_text:
+            # A row the preprocessor gave no tokens is unusable whichever column the LSTM reads.
+            usable = usable & F.col(self.getTokensCol()).isNotNull()
+        inputs = F.when(usable, F.col(col))
         return with_struct_outputs(
-            dataset, udf(tokens), [self.getPredictionCol(), self.getScoreCol()], err, field_names=["prediction", "score"]
+            dataset, udf(inputs), [self.getPredictionCol(), self.getScoreCol()], err, field_names=["prediction", "score"]
         )
 
 
@@ -111,37 +168,34 @@ class LstmClassifier(Estimator, _LstmParams):
     _model_class: type[LstmClassifierModel] = LstmClassifierModel
 
     def _training_frame(self, dataset: DataFrame) -> pd.DataFrame:
-        tokens_col, label_col, err = self.getTokensCol(), self.getLabelCol(), self.getErrorCol()
-        for col in (tokens_col, label_col):
-            if col not in dataset.columns:
-                raise InputError(f"{type(self).__name__}: training column {col!r} is missing (have {dataset.columns}).")
-        rows = dataset.where(F.col(label_col).isNotNull() & F.col(tokens_col).isNotNull())
+        label_col, err = self.getLabelCol(), self.getErrorCol()
+        if label_col not in dataset.columns:
+            raise InputError(f"{type(self).__name__}: training column {label_col!r} is missing (have {dataset.columns}).")
+        col = self._input(dataset)
+        # Rows the preprocessor could not handle are left out in both modes.
+        rows = dataset.where(F.col(label_col).isNotNull() & F.col(col).isNotNull() & F.col(self.getTokensCol()).isNotNull())
         if err in dataset.columns:
             rows = rows.where(F.col(err).isNull())
-        pdf = rows.select(tokens_col, F.col(label_col).cast("string").alias("label")).toPandas()
+        pdf = rows.select(F.col(col).alias("input"), F.col(label_col).cast("string").alias("label")).toPandas()
         if pdf.empty:
-            raise InputError(f"{type(self).__name__}: no training rows with both {tokens_col!r} and {label_col!r}.")
+            raise InputError(f"{type(self).__name__}: no training rows with both {col!r} and {label_col!r}.")
         return pdf
 
     def _fit(self, dataset: DataFrame) -> LstmClassifierModel:
         from sparktweet.keras_io import TextClassifier
 
         pdf = self._training_frame(dataset)
-        tokens = [list(t) for t in pdf[self.getTokensCol()]]
+        if self.getOrDefault(self.keepStopWords):
+            tokens = _text_tokens(pdf["input"])
+        else:
+            tokens = [list(t) for t in pdf["input"]]
         labels = pdf["label"].tolist()
         order = self.getOrDefault(self.labels) or sorted(set(labels))
         unknown = sorted(set(labels) - set(order))
         if unknown:
             raise InputError(f"{type(self).__name__}: labels {unknown} are not among the configured labels {order}.")
         log.info("%s: training on %d rows, classes %s", type(self).__name__, len(labels), order)
-        clf, history = TextClassifier.train(
-            tokens, labels, order,
-            max_len=self.getOrDefault(self.maxLen), vocab_size=self.getOrDefault(self.vocabSize),
-            embedding_dim=self.getOrDefault(self.embeddingDim), units=self.getOrDefault(self.lstmUnits),
-            epochs=self.getOrDefault(self.epochs), validation_fraction=self.getOrDefault(self.validationFraction),
-            class_weight=self.getOrDefault(self.classWeight), pretrain_embeddings=self.getOrDefault(self.pretrainEmbeddings),
-            seed=self.getOrDefault(self.seed),
-        )
+        clf, history = TextClassifier.train(tokens, labels, order, **self.trainKwargs())
         path = new_artifact_dir(type(self).__name__.lower())
         clf.save(path)
         model = self._model_class()

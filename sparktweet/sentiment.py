@@ -16,7 +16,10 @@ class _SentimentParams(_LstmParams):
 
     def __init__(self) -> None:
         super().__init__()
-        self._setDefault(labelCol="airline_sentiment", predictionCol="sentiment", scoreCol="sentiment_score", labels=list(SENTIMENTS))
+        # Stop words carry sentiment ("but", "so", "what", "very"): the LSTM re-tokenises the text keeping them.
+        self._setDefault(
+            labelCol="airline_sentiment", predictionCol="sentiment", scoreCol="sentiment_score", labels=list(SENTIMENTS), keepStopWords=True,
+        )
 
 
 class SentimentModel(LstmClassifierModel, _SentimentParams):
@@ -52,6 +55,7 @@ class SentimentClassifier(LstmClassifier, _SentimentParams):
         self,
         *,
         tokensCol: str = "tokens",
+        textCol: str = "text",
         labelCol: str = "airline_sentiment",
         predictionCol: str = "sentiment",
         scoreCol: str = "sentiment_score",
@@ -67,6 +71,9 @@ class SentimentClassifier(LstmClassifier, _SentimentParams):
         pretrainEmbeddings: bool = True,
         seed: int = 13,
         tfThreads: int = 1,
+        keepStopWords: bool = True,
+        ensembleSize: int = 1,
+        pooling: str = "last",
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)

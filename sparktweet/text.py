@@ -196,13 +196,18 @@ class TextPreprocessor:
         self._memo: dict[str, tuple[str, ...]] = {}
 
     @classmethod
-    def load(cls, directory: str | Path | None = None) -> TextPreprocessor:
-        """Read the resource files from ``directory`` (default: the package's ``resources``)."""
+    def load(cls, directory: str | Path | None = None, *, keep_stop_words: bool = False) -> TextPreprocessor:
+        """Read the resource files from ``directory`` (default: the package's ``resources``).
+
+        ``keep_stop_words=True`` gives the variant the sentiment LSTM reads: the same steps without
+        the stop-word filter, since "but", "so", "what" and "very" carry sentiment that topic words
+        do not (the LSTM stages' ``keepStopWords`` param).
+        """
         root = importlib_resources.files("sparktweet").joinpath("resources") if directory is None else Path(directory)
         with root.joinpath(LEMMAS_FILE).open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
             lemmas = dict(_parse_tsv(fh, 2))
         with root.joinpath(STOPWORDS_FILE).open("r", encoding="utf-8") as fh:
-            stop_words = [row[0] for row in _parse_tsv(fh, 1)]
+            stop_words = [] if keep_stop_words else [row[0] for row in _parse_tsv(fh, 1)]
         with root.joinpath(EMOJI_FILE).open("r", encoding="utf-8") as fh:
             emoji_rows = list(_parse_tsv(fh, 2))
         with root.joinpath(CONTRACTIONS_FILE).open("r", encoding="utf-8") as fh:
@@ -298,18 +303,19 @@ def _parse_tsv(lines: Iterable[str], width: int) -> Iterable[list[str]]:
         yield fields
 
 
-_DEFAULT: TextPreprocessor | None = None
+_DEFAULTS: dict[bool, TextPreprocessor] = {}
 _DEFAULT_LOCK = threading.Lock()
 
 
-def default_preprocessor() -> TextPreprocessor:
-    """The preprocessor built from the package's resources, loaded once per process."""
-    global _DEFAULT
-    if _DEFAULT is None:
+def default_preprocessor(keep_stop_words: bool = False) -> TextPreprocessor:
+    """The preprocessor built from the package's resources, loaded once per process (and per variant)."""
+    pre = _DEFAULTS.get(keep_stop_words)
+    if pre is None:
         with _DEFAULT_LOCK:
-            if _DEFAULT is None:
-                _DEFAULT = TextPreprocessor.load()
-    return _DEFAULT
+            pre = _DEFAULTS.get(keep_stop_words)
+            if pre is None:
+                pre = _DEFAULTS[keep_stop_words] = TextPreprocessor.load(keep_stop_words=keep_stop_words)
+    return pre
 
 
 def tokenize(text: object) -> list[str]:

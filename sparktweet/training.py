@@ -32,18 +32,18 @@ REPORT_DIR = "report"
 def build_pipeline(config: Mapping[str, Any] | None = None) -> Pipeline:
     """The six stages of DESIGN.md, configured from the ``train`` section of the config."""
     cfg = config or {}
-    lstm = {
-        "epochs": int(get(cfg, "train.epochs", 6)),
-        "seed": int(get(cfg, "train.seed", 13)),
-        "embeddingDim": int(get(cfg, "train.embedding_dim", 64)),
-        "lstmUnits": int(get(cfg, "train.lstm_units", 64)),
-        "vocabSize": int(get(cfg, "train.vocab_size", 8000)),
-        "maxLen": int(get(cfg, "train.max_len", 40)),
-    }
+    # Only settings the config names are passed on: the rest keep each stage's own defaults
+    # (the sentiment and topic LSTMs are tuned differently).
+    keys = {"epochs": "train.epochs", "seed": "train.seed", "embeddingDim": "train.embedding_dim", "lstmUnits": "train.lstm_units",
+            "vocabSize": "train.vocab_size", "maxLen": "train.max_len"}
+    lstm = {param: int(get(cfg, key)) for param, key in keys.items() if get(cfg, key) is not None}
+    lda = {"seed": lstm["seed"]} if "seed" in lstm else {}
+    if get(cfg, "train.lda_passes") is not None:
+        lda["passes"] = int(get(cfg, "train.lda_passes"))
     return Pipeline(
         stages=[
             TweetPreprocessor(backend=str(get(cfg, "train.preprocess_backend", "pandas"))),
-            TopicLabeler(passes=int(get(cfg, "train.lda_passes", 8)), seed=lstm["seed"]),
+            TopicLabeler(**lda),
             TopicClassifier(**lstm),
             SentimentClassifier(**lstm),
             EntityExtractor(),

@@ -1,0 +1,77 @@
+"""Model options added for issue 3: stop words kept for the sentiment LSTM, seed ensembles, pooling, seed keywords."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparktweet.categories import Category
+from sparktweet.keras_io import TextClassifier
+from sparktweet.sentiment import SentimentClassifier
+from sparktweet.text import TextPreprocessor
+from sparktweet.topics import TopicClassifier, seed_keywords
+
+TEXT = "@united but it was so very late, why?"
+
+
+def test_keep_stop_words_variant_keeps_them():
+    assert TextPreprocessor.load().tokenize(TEXT) == ["xmention", "late"]
+    assert TextPreprocessor.load(keep_stop_words=True).tokenize(TEXT) == ["xmention", "but", "it", "be", "so", "very", "late", "why"]
+
+
+def test_seed_keywords_are_preprocessed_like_tweets():
+    cats = [Category("baggage", "Baggage", "BAG", ("Lost", "bags", "the", "lost")), Category("seating", "Seats", "SEAT", ("seats",))]
+    assert seed_keywords(cats) == {"baggage": ["lose", "bag"], "seating": ["seat"]}
+
+
+def test_stage_defaults_and_train_kwargs():
+    assert SentimentClassifier().getOrDefault("keepStopWords") is True
+    assert TopicClassifier().getOrDefault("keepStopWords") is False
+    kwargs = SentimentClassifier(epochs=3, lstmUnits=16).trainKwargs()
+    assert kwargs["epochs"] == 3 and kwargs["units"] == 16
+
+
+TOKENS = [["good", "great", "thank"], ["bad", "awful", "not", "late"], ["flight", "today", "when"]] * 30
+LABELS = ["positive", "negative", "neutral"] * 30
+
+
+@pytest.mark.parametrize("pooling", ["last_mean", "attention"])
+def test_ensemble_round_trip_and_padding_invariance(tmp_path, pooling):
+    clf, history = TextClassifier.train(TOKENS, LABELS, epochs=2, ensemble=2, pooling=pooling, embedding_dim=8, units=8,
+                                        validation_fraction=0.0, verbose=0)
+    assert {"member0_loss", "member1_loss"} <= set(history)
+    assert getattr(clf.model, "optimizer", None) is None  # nothing to strip at save time
+    clf.save(str(tmp_path))
+    loaded = TextClassifier.load(str(tmp_path))
+    np.testing.assert_allclose(clf.predict_proba(TOKENS[:6]), loaded.predict_proba(TOKENS[:6]), atol=1e-6)
+    # A short tweet scores the same alone and batched with a long one (masking, not padding, decides).
+    alone = loaded.predict_proba([TOKENS[1]])
+    batched = loaded.predict_proba([TOKENS[1], ["late"] * 30])[:1]
+    np.testing.assert_allclose(alone, batched, atol=1e-5)
+
+
+def test_ensemble_learns_and_sqrt_weights():
+    clf, _ = TextClassifier.train(TOKENS, LABELS, epochs=12, ensemble=2, class_weight="sqrt", embedding_dim=8, units=8,
+                                  validation_fraction=0.0, verbose=0)
+    pred, _ = clf.predict(TOKENS[:3])
+    assert pred == ["positive", "negative", "neutral"]
+
+
+def test_unknown_options_are_refused():
+    with pytest.raises(ValueError, match="pooling"):
+        TextClassifier.train(TOKENS, LABELS, epochs=1, pooling="max", verbose=0)
+    with pytest.raises(ValueError, match="class_weight"):
+        TextClassifier.train(TOKENS, LABELS, epochs=1, class_weight="inverse", verbose=0)
+
+
+def test_sentiment_model_reads_text_with_stop_words(spark):
+    rows = [(str(i), t, ["x"], lbl) for i, (t, lbl) in enumerate([("so good, thank you", "positive"), ("it is not good at all", "negative"),
+                                                                     ("what time is it", "neutral")] * 20)]
+    df = spark.createDataFrame(rows, "tweet_id string, text string, tokens array<string>, airline_sentiment string")
+    # The tokens column holds one useless token: only the re-tokenised text can separate the classes.
+    model = SentimentClassifier(epochs=15, lstmUnits=8, embeddingDim=8, maxLen=8, validationFraction=0.0).fit(df)
+    bad = spark.createDataFrame([("a", "so good, thank you", None), ("b", "what time is it", ["x"])], "tweet_id string, text string, tokens array<string>")
+    out = {r.tweet_id: r for r in model.transform(df.limit(3).drop("airline_sentiment").unionByName(bad)).collect()}
+    assert [out[k].sentiment for k in ("0", "1", "2")] == ["positive", "negative", "neutral"]
+    assert out["a"].sentiment is None  # no tokens: the preprocessor could not handle it
+    assert out["b"].sentiment == "neutral"
