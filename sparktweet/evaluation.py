@@ -6,7 +6,8 @@ import json
 import logging
 import os
 from collections import Counter
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd

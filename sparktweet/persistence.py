@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from pyspark import SparkContext
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
@@ -112,15 +112,11 @@ class HasArtifacts(MLReadable, MLWritable):
             self._registered = ArtifactRef(name=name, local_path=local)
         return self._registered
 
-    def _copy_artifacts_to(self, other: "HasArtifacts") -> None:
-        if self._artifact_dir:
-            other._set_artifact_dir(self._artifact_dir)
-
     def write(self) -> MLWriter:
         return ArtifactWriter(self)
 
     @classmethod
-    def read(cls: type[T]) -> "ArtifactReader[T]":
+    def read(cls) -> ArtifactReader[Self]:
         return ArtifactReader(cls)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pyspark.sql import SparkSession
 

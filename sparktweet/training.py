@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from pyspark.ml import Estimator, Pipeline, PipelineModel
 from pyspark.sql import DataFrame, SparkSession
@@ -97,7 +97,7 @@ def train(spark: SparkSession, config: Mapping[str, Any], data: str, split: str,
     """
     from sparktweet.evaluation import write_report
 
-    version = version or str(get(config, "train.version") or f"sparktweet-{datetime.now(timezone.utc):%Y%m%d-%H%M}")
+    version = version or str(get(config, "train.version") or f"sparktweet-{datetime.now(UTC):%Y%m%d-%H%M}")
     data, split = resolve_path(data), resolve_path(split)
     labelled = load_labelled(spark, data, split).cache()
     train_df = labelled.where("split = 'train'")
@@ -134,13 +134,3 @@ def load_model(path: str) -> PipelineModel:
     if local and not os.path.isdir(path):
         raise InputError(f"No saved model at {path}; train one with `sparktweet train` or pass --model.")
     return PipelineModel.load(path)
-
-
-def model_summary(model: PipelineModel) -> dict:
-    return {"stages": [type(s).__name__ for s in model.stages]}
-
-
-def dump_json(obj: Any, path: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
