@@ -85,6 +85,10 @@ def store(tmp_path, clock):
     s.close()
 
 
+# Pacing tests inject no faults: a real timeout there would only mean a loaded CI machine.
+LOADED_MACHINE_TIMEOUT = 10.0
+
+
 def x_client(fake: FakeX, timeout: float = 0.25) -> XClient:
     return XClient.from_env(timeout=timeout, api_base=fake.url, env=CREDS)
 
@@ -252,7 +256,7 @@ def test_thirty_percent_faults_still_post_every_reply_exactly_once(store, clock)
 def test_pacing_holds_100_per_15_minutes(store, clock):
     n = 250
     with FakeX(clock=clock) as fake:
-        d = Dispatcher(store, settings("live"), x=x_client(fake))
+        d = Dispatcher(store, settings("live"), x=x_client(fake, timeout=LOADED_MACHINE_TIMEOUT))
         for i in range(n):
             d.handle(encode(outbox(i)))
         drive(d, clock)
@@ -267,7 +271,7 @@ def test_pacing_holds_100_per_15_minutes(store, clock):
 
 def test_pacing_holds_the_daily_app_budget(store, clock):
     with FakeX(clock=clock, per_window=1000) as fake:
-        d = Dispatcher(store, settings("live", per_window=1000, per_day=30), x=x_client(fake))
+        d = Dispatcher(store, settings("live", per_window=1000, per_day=30), x=x_client(fake, timeout=LOADED_MACHINE_TIMEOUT))
         for i in range(40):
             d.handle(encode(outbox(i)))
         drive(d, clock)
