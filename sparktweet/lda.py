@@ -96,12 +96,15 @@ class GuidedLda:
             lda.update(corpus, passes=passes, iterations=iterations)
         return cls(lda, dictionary, codes)
 
-    def topic_matrix(self, token_lists: Sequence[Sequence[str] | None], max_iter: int = 100, tol: float = 1e-3) -> np.ndarray:
+    def topic_matrix(self, token_lists: Sequence[Sequence[str] | None], max_iter: int = 100, tol: float = 1e-3,
+                     chunk: int = 4096) -> np.ndarray:
         """Per-document topic distributions (n, topics).
 
         The variational E-step of online LDA (Hoffman et al., 2010) with a fixed uniform start, so a
         tweet gets the same distribution whichever batch or worker scores it (gensim's own
-        ``inference`` starts from random draws).
+        ``inference`` starts from random draws). Documents are iterated together, vectorised over
+        their (document, word) pairs; each one stops updating once it has converged, and every sum
+        stays within one document, so the result does not depend on the batch around it.
         """
         from scipy.special import psi
 
@@ -109,25 +112,52 @@ class GuidedLda:
         alpha = np.asarray(self.lda.alpha, dtype="float64")
         exp_elog_beta = np.asarray(self.lda.expElogbeta, dtype="float64")
         out = np.full((len(token_lists), k), 1.0 / k)
-        for row, tokens in enumerate(token_lists):
-            bow = self.dictionary.doc2bow(list(tokens)) if tokens is not None else []
-            if not bow:
-                continue
-            ids = [w for w, _ in bow]
-            cts = np.array([c for _, c in bow], dtype="float64")
-            beta_d = exp_elog_beta[:, ids]
-            gamma = np.ones(k)
-            exp_theta = np.exp(psi(gamma) - psi(gamma.sum()))
-            phinorm = exp_theta @ beta_d + 1e-100
-            for _ in range(max_iter):
-                last = gamma
-                gamma = alpha + exp_theta * ((cts / phinorm) @ beta_d.T)
-                exp_theta = np.exp(psi(gamma) - psi(gamma.sum()))
-                phinorm = exp_theta @ beta_d + 1e-100
-                if np.mean(np.abs(gamma - last)) < tol:
-                    break
-            out[row] = gamma / gamma.sum()
+        token2id = self.dictionary.token2id
+        for begin in range(0, len(token_lists), chunk):
+            docs, words, counts = [], [], []
+            for row in range(begin, min(begin + chunk, len(token_lists))):
+                tokens = token_lists[row]
+                if tokens is None:
+                    continue
+                bow: dict[int, int] = {}
+                for token in tokens:
+                    wid = token2id.get(token)
+                    if wid is not None:
+                        bow[wid] = bow.get(wid, 0) + 1
+                for wid in sorted(bow):
+                    docs.append(row)
+                    words.append(wid)
+                    counts.append(bow[wid])
+            if docs:
+                out[np.unique(docs)] = self._e_step(np.array(docs), np.array(words), np.array(counts, dtype="float64"),
+                                                    alpha, exp_elog_beta, max_iter, tol, psi)
         return out
+
+    @staticmethod
+    def _e_step(docs, words, cts, alpha, exp_elog_beta, max_iter, tol, psi) -> np.ndarray:
+        """Normalised gamma of each distinct document in ``docs`` (pairs sorted by document)."""
+        rows, first = np.unique(docs, return_index=True)
+        seg = np.repeat(np.arange(len(rows)), np.diff(np.append(first, len(docs))))
+        beta = exp_elog_beta[:, words].T  # (pairs, k)
+        gamma = np.ones((len(rows), beta.shape[1]))
+        exp_theta = np.exp(psi(gamma) - psi(gamma.sum(axis=1, keepdims=True)))
+        active = np.arange(len(rows))
+        pairs = np.arange(len(docs))
+        for _ in range(max_iter):
+            b = beta[pairs]
+            phinorm = (exp_theta[seg[pairs]] * b).sum(axis=1) + 1e-100
+            starts = np.flatnonzero(np.r_[True, seg[pairs][1:] != seg[pairs][:-1]])
+            summed = np.add.reduceat((cts[pairs] / phinorm)[:, None] * b, starts, axis=0)
+            last = gamma[active]
+            new = alpha + exp_theta[active] * summed
+            gamma[active] = new
+            exp_theta[active] = np.exp(psi(new) - psi(new.sum(axis=1, keepdims=True)))
+            still = np.abs(new - last).mean(axis=1) >= tol
+            if not still.any():
+                break
+            active = active[still]
+            pairs = pairs[np.isin(seg[pairs], active)]
+        return gamma / gamma.sum(axis=1, keepdims=True)
 
     def label(self, token_lists: Sequence[Sequence[str] | None]) -> tuple[list[str], np.ndarray]:
         """Most probable seeded category per document and its probability."""

@@ -75,3 +75,41 @@ def test_sentiment_model_reads_text_with_stop_words(spark):
     assert [out[k].sentiment for k in ("0", "1", "2")] == ["positive", "negative", "neutral"]
     assert out["a"].sentiment is None  # no tokens: the preprocessor could not handle it
     assert out["b"].sentiment == "neutral"
+
+
+def _reference_topics(lda, token_lists, max_iter=100, tol=1e-3):
+    """The one-document-at-a-time E-step the vectorised GuidedLda.topic_matrix must reproduce."""
+    from scipy.special import psi
+
+    k = lda.lda.num_topics
+    alpha = np.asarray(lda.lda.alpha, dtype="float64")
+    beta = np.asarray(lda.lda.expElogbeta, dtype="float64")
+    out = np.full((len(token_lists), k), 1.0 / k)
+    for row, tokens in enumerate(token_lists):
+        bow = lda.dictionary.doc2bow(list(tokens)) if tokens is not None else []
+        if not bow:
+            continue
+        ids, cts = [w for w, _ in bow], np.array([c for _, c in bow], dtype="float64")
+        beta_d, gamma = beta[:, ids], np.ones(k)
+        exp_theta = np.exp(psi(gamma) - psi(gamma.sum()))
+        for _ in range(max_iter):
+            last = gamma
+            gamma = alpha + exp_theta * ((cts / (exp_theta @ beta_d + 1e-100)) @ beta_d.T)
+            exp_theta = np.exp(psi(gamma) - psi(gamma.sum()))
+            if np.mean(np.abs(gamma - last)) < tol:
+                break
+        out[row] = gamma / gamma.sum()
+    return out
+
+
+def test_vectorised_lda_inference_matches_per_document_and_ignores_batching():
+    from sparktweet.lda import GuidedLda
+
+    words = ["bag", "lose", "claim", "seat", "aisle", "row", "refund", "cancel", "rebook", "late", "hour", "wait"]
+    docs = [[words[(i * 7 + j * 5) % len(words)] for j in range(2 + i % 5)] for i in range(120)]
+    lda = GuidedLda.train(docs, {"baggage": ["bag", "lose"], "seating": ["seat", "aisle"]}, passes=2, no_below=1, no_above=1.0)
+    queries = docs[:40] + [None, [], ["unknown"], ["bag", "bag", "unknown", "seat"]]
+    batched = lda.topic_matrix(queries, chunk=7)
+    np.testing.assert_allclose(batched, _reference_topics(lda, queries), atol=1e-12)
+    alone = np.vstack([lda.topic_matrix([q]) for q in queries])
+    np.testing.assert_array_equal(alone, batched)
