@@ -122,6 +122,36 @@ def cmd_ingest(args: argparse.Namespace, config: dict) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace, config: dict) -> int:
+    from sparktweet.session import build_session
+    from sparktweet.streaming import run_stream
+
+    spark = build_session(config, app_name="sparktweet-stream")
+    options = {
+        "trigger": args.trigger, "starting_offsets": args.starting_offsets,
+        "max_offsets_per_trigger": args.max_offsets_per_trigger, "dedup": False if args.no_dedup else None,
+    }
+    job = run_stream(
+        spark, config, args.model or get(config, "model.path"),
+        resolve_out(args.output or get(config, "stream.output", "var/stream/tweets")),
+        resolve_out(args.checkpoint or get(config, "stream.checkpoint", "var/stream/checkpoint")),
+        until_idle=args.until_idle, max_seconds=args.max_seconds, **options,
+    )
+    print("stream: " + ", ".join(f"{k} {v}" for k, v in job.stats.as_dict().items()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, config: dict) -> int:
+    from sparktweet.demo import format_demo, run_demo
+
+    result = run_demo(
+        config, model_path=args.model or get(config, "model.path"), sample=resolve_path(args.input or SAMPLE),
+        workdir=resolve_out(args.workdir), keep_broker=args.keep_broker, show=args.show,
+    )
+    print(format_demo(result))
+    return 0
+
+
 def _on_stop_signals(callback: Callable[[], object]) -> None:
     import signal
 
@@ -185,6 +215,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, help="stop after this many seconds (default: until SIGTERM)")
     p.set_defaults(func=cmd_ingest)
 
+    p = sub.add_parser("stream", help="tweets.raw -> the model -> Parquet + replies.outbox + tweets.deadletter")
+    _common(p)
+    p.add_argument("--model", help="saved model folder (default model.path, the shipped model)")
+    p.add_argument("--output", help="Parquet folder, partitioned by date (default stream.output)")
+    p.add_argument("--checkpoint", help="checkpoint folder (default stream.checkpoint)")
+    p.add_argument("--trigger", help='micro-batch trigger: "500 milliseconds", "available-now", "once" (default stream.trigger)')
+    p.add_argument("--starting-offsets", help="earliest, latest or Spark's JSON offsets, for a new checkpoint (default earliest)")
+    p.add_argument("--max-offsets-per-trigger", type=int, help="records per micro-batch at most (default stream.max_offsets_per_trigger)")
+    p.add_argument("--until-idle", type=float, metavar="SECONDS", help="stop once no tweet arrived for this long")
+    p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--no-dedup", action="store_true", help="do not dead-letter repeated tweet ids")
+    p.set_defaults(func=cmd_stream)
+
+    p = sub.add_parser("demo", help="the whole flow on a local broker: replay the sample, stream it, show what came out")
+    _common(p)
+    p.add_argument("--model", help="saved model folder (default model.path, the shipped model)")
+    p.add_argument("--input", help="dump to replay (default: the bundled sample tweets)")
+    p.add_argument("--workdir", default="var/demo-stream", help="Parquet output and checkpoint folder (emptied first)")
+    p.add_argument("--keep-broker", action="store_true", help="leave the broker running afterwards")
+    p.add_argument("--show", type=int, default=10, metavar="N", help="outbox records and dead letters to print")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

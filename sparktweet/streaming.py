@@ -1,0 +1,871 @@
+"""The stream job: ``tweets.raw`` -> parse and validate -> the saved PipelineModel -> three sinks.
+
+One Structured Streaming query does everything::
+
+    Kafka tweets.raw (key tweet_id)
+      -> parse_records: the value as JSON (a VARIANT, so each field's JSON type is checked), the
+         canonical record (records.to_canonical) plus the Kafka metadata and the original bytes
+      -> flag_duplicates (optional): a later record with an already seen tweet_id (state kept
+         for ``stream.dedup.ttl_s``) is flagged, keyed state in the checkpoint
+      -> the PipelineModel, on the streaming DataFrame (rows that failed parsing carry their
+         error and a null text, so the stages skip them cheaply)
+      -> foreachBatch: persist the scored batch once, then write
+         (a) Parquet under ``output``, partitioned by ``date``: every parsed tweet, with the
+             model's outputs or its ``error``, and ``kafka_partition``/``kafka_offset``/``kafka_timestamp``
+         (b) ``replies.outbox``: tweets that need a ticket, key tweet_id, JSON value (see OUTBOX_FIELDS)
+         (c) ``tweets.deadletter``: records that could not be parsed (stage ``parse``), duplicates
+             (stage ``dedup``) and tweets the model gave an error (stage ``score``; those are in
+             Parquet too), with the original value, the reason and where the record came from.
+
+Delivery semantics: at least once. Kafka offsets are committed to the checkpoint only after
+foreachBatch returns, so a crash (even SIGKILL) or a failed write replays the whole micro-batch
+on restart: the same rows may be written to Parquet and to the two topics again. Replays are
+identical where it matters: the key is the tweet_id and the ticket ID is derived from the tweet
+id and the category, so a duplicate outbox record carries the same key and ticket ID and the
+dispatcher (idempotent on tweet_id) drops it; duplicate Parquet rows share ``tweet_id``,
+``kafka_partition`` and ``kafka_offset``. The dedup state is versioned with the batch, so a
+replayed batch does not mistake its own records for duplicates.
+
+Operations: a :class:`ProgressLogger` (a ``StreamingQueryListener``) logs each batch's input and
+processing rate, end-to-end latency of the oldest and newest record, and the Kafka lag.
+:func:`run_stream` restarts the query from its checkpoint after a failure (e.g. the broker went
+away, or Spark 4.1's Kafka source failing on its first progress report after re-running an
+interrupted batch) with exponential backoff, stops gracefully on SIGTERM/SIGINT (lets the running
+batch finish) and can stop by itself when idle (``until_idle``) or after ``max_seconds``.
+
+Settings (``stream:`` section, all optional): ``trigger`` ("500 milliseconds", "available-now",
+"once"), ``starting_offsets`` (earliest; only for a new checkpoint), ``max_offsets_per_trigger``
+(2000), ``fail_on_data_loss`` (true), ``partitions`` (scoring tasks per micro-batch; default
+Spark's default parallelism, i.e. the cores; 0 keeps the source's partitions), ``max_text_chars``
+(25000), ``deadletter_max_original_bytes`` (262144), ``dedup.enabled`` (true), ``dedup.ttl_s``
+(86400), ``max_restarts`` (10 in a row), ``restart_backoff_s`` (2, doubling up to
+``restart_backoff_max_s``, 60), ``stop_timeout_s`` (60), ``source_options`` and ``sink_options``
+(extra Kafka options, e.g. ``kafka.security.protocol``). The dedup step's parallelism is
+``spark.sql.shuffle.partitions`` as fixed by the checkpoint's first run.
+
+Examples
+--------
+>>> from sparktweet.config import load_config
+>>> from sparktweet.session import build_session
+>>> cfg = load_config()
+>>> spark = build_session(cfg)  # doctest: +SKIP
+>>> job = run_stream(spark, cfg, "models/default", "var/stream/tweets", "var/stream/checkpoint",
+...                  until_idle=20)  # doctest: +SKIP
+>>> job.stats.parquet_rows, job.stats.outbox_records  # doctest: +SKIP
+(35, 27)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pyspark.ml import Transformer
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+
+from sparktweet import kafka_io
+from sparktweet.config import get
+from sparktweet.errors import ConfigError
+from sparktweet.records import CANONICAL_SCHEMA, to_canonical
+from sparktweet.scoring import OUTPUT_COLUMNS, enrich
+
+log = logging.getLogger(__name__)
+
+#: Kafka metadata kept with every row (Parquet has the first four; ``kafka_key`` is for dead letters).
+KAFKA_COLUMNS = ["kafka_partition", "kafka_offset", "kafka_timestamp", "kafka_topic", "kafka_key"]
+PARQUET_COLUMNS = [*OUTPUT_COLUMNS, "kafka_partition", "kafka_offset", "kafka_timestamp"]
+#: Fields of a ``replies.outbox`` value (JSON; nulls are left out).
+OUTBOX_FIELDS = [
+    "tweet_id", "text", "author_username", "mentions", "created_at", "ticket_id", "reply_text", "category",
+    "sentiment", "sentiment_score", "priority", "entities", "model_version",
+]
+STAGE_PARSE, STAGE_DEDUP, STAGE_SCORE = "parse", "dedup", "score"
+_PARSE_ERROR, _STAGE, _VALUE, _TEXT_HASH, _DUP_OF, _DUP_SAME = (
+    "_parse_error", "_stage", "_value", "_text_hash", "_duplicate_of", "_duplicate_same_text"
+)
+# JSON types (as schema_of_variant names them) accepted for each canonical field. Ids may be
+# JSON integers (kafka_io.encode_tweet writes strings, other producers may not).
+_INTEGER_TYPES = ("BIGINT", "INT", "SMALLINT", "TINYINT")
+_ID_FIELDS = ("tweet_id", "author_id", "in_reply_to_tweet_id")
+_OBSERVATION = "sparktweet_input"
+_NO_DATA_BATCHES = "spark.sql.streaming.noDataMicroBatches.enabled"
+
+DEFAULTS: dict[str, Any] = {
+    "trigger": "500 milliseconds",
+    "starting_offsets": "earliest",
+    "max_offsets_per_trigger": 2000,
+    "fail_on_data_loss": True,
+    "max_text_chars": 25_000,
+    "deadletter_max_original_bytes": 256 * 1024,
+    "partitions": None,
+    "dedup": {"enabled": True, "ttl_s": 86_400},
+    "max_restarts": 10,
+    "restart_backoff_s": 2.0,
+    "restart_backoff_max_s": 60.0,
+    "stop_timeout_s": 60.0,
+    "source_options": {},
+    "sink_options": {},
+}
+
+
+def _setting(config: Mapping[str, Any], key: str) -> Any:
+    default = DEFAULTS
+    for part in key.split("."):
+        default = default[part]
+    return get(config, f"stream.{key}", default)
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+def _field_type_error(types: dict[str, Column]) -> Column:
+    """The first canonical field whose JSON type is wrong, as a reason; null when all are fine."""
+    out = None
+    for f in CANONICAL_SCHEMA.fields:
+        jtype = types[f.name]
+        if isinstance(f.dataType, T.ArrayType):
+            ok = jtype.isNull() | jtype.isin("VOID", "ARRAY<STRING>", "ARRAY<VOID>")
+            expected = "an array of strings"
+        elif f.name in _ID_FIELDS:
+            ok = jtype.isNull() | jtype.isin("VOID", "STRING", *_INTEGER_TYPES) | jtype.rlike(r"^DECIMAL\(\d+,0\)$")
+            expected = "a string of digits"
+        else:
+            ok = jtype.isNull() | jtype.isin("VOID", "STRING")
+            expected = "a string"
+        reason = F.concat(F.lit(f"field '{f.name}' must be {expected}, found JSON "), F.lower(F.substring(jtype, 1, 40)))
+        out = F.when(~ok, reason) if out is None else out.when(~ok, reason)
+    return out
+
+
+def parse_records(kafka_df: DataFrame, max_text_chars: int = DEFAULTS["max_text_chars"], source: str = "kafka") -> DataFrame:
+    """Kafka rows (``key, value, topic, partition, offset, timestamp``) -> canonical rows + reasons.
+
+    Pure Column logic, so it works on a streaming DataFrame. Every input row gives one output row
+    with the canonical columns, ``created_ts``, ``date``, ``error`` (the reason the record cannot
+    be scored, or null), the Kafka metadata (:data:`KAFKA_COLUMNS`) and the original value bytes.
+
+    Reasons, first match wins: null value; value not UTF-8; not JSON (or duplicate keys); JSON but
+    not an object; a field of the wrong JSON type; then records.validation_error (missing or
+    malformed tweet_id, missing text, replacement characters in the text); text longer than
+    ``max_text_chars``.
+
+    Examples
+    --------
+    >>> df = spark.createDataFrame([(b"1", b'{"tweet_id": "1", "text": 5}', "t", 0, 7, None)],
+    ...     "key binary, value binary, topic string, partition int, offset long, timestamp timestamp")  # doctest: +SKIP
+    >>> parse_records(df).select("tweet_id", "error").first()  # doctest: +SKIP
+    Row(tweet_id='1', error="field 'text' must be a string, found JSON bigint")
+    """
+    meta = [
+        F.col("key").alias("kafka_key"),
+        F.col("topic").alias("kafka_topic"),
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.col("value").alias(_VALUE),
+    ]
+    meta_names = [*KAFKA_COLUMNS, _VALUE]
+    # Each step is its own projection and the parsed VARIANT is referenced by name, so the value
+    # is parsed once per record (the optimizer does not inline a non-cheap expression used twice).
+    step1 = kafka_df.select(*meta, F.col("value").cast("string").alias("_s"))
+    step2 = step1.select(
+        *meta_names, "_s", F.is_valid_utf8("_s").alias("_utf8"), F.try_parse_json("_s").alias("_v")
+    )
+    variant = F.col("_v")
+    type_cols = {f.name: f"_t_{f.name}" for f in CANONICAL_SCHEMA.fields}
+    step3 = step2.select(
+        *meta_names,
+        "_s",
+        "_utf8",
+        "_v",
+        F.schema_of_variant(variant).alias("_t"),
+        *[F.schema_of_variant(F.variant_get(variant, f"$.{name}", "variant")).alias(col) for name, col in type_cols.items()],
+    )
+    top = F.col("_t")
+    structural = (
+        F.when(F.col(_VALUE).isNull(), F.lit("Kafka record has no value"))
+        .when(~F.col("_utf8"), F.lit("value is not valid UTF-8"))
+        .when(variant.isNull() & F.get_json_object("_s", "$").isNotNull(), F.lit("value is JSON with duplicate keys"))
+        .when(variant.isNull(), F.lit("value is not valid JSON"))
+        .when(~top.startswith("OBJECT"),
+              F.concat(F.lit("value is a JSON "), F.lower(F.regexp_extract(top, r"^(\w+)", 1)), F.lit(", expected an object")))
+        .otherwise(_field_type_error({name: F.col(col) for name, col in type_cols.items()}))
+    )
+    raw = step3.select(
+        *[F.try_variant_get(variant, f"$.{f.name}", f.dataType.simpleString()).alias(f.name) for f in CANONICAL_SCHEMA.fields],
+        *meta_names,
+        structural.alias(_PARSE_ERROR),
+    )
+    canonical = to_canonical(raw, source=source, keep=[*meta_names, _PARSE_ERROR])
+    length = F.length("text")
+    too_long = F.when(
+        length > max_text_chars,
+        F.concat(F.lit("text is "), length.cast("string"), F.lit(f" characters long; at most {max_text_chars} are accepted")),
+    )
+    cols = [c for c in canonical.columns if c not in ("error", _PARSE_ERROR)]
+    checked = canonical.select(*cols, F.coalesce(F.col(_PARSE_ERROR), F.col("error"), too_long).alias("error"))
+    return checked.select(
+        *cols,
+        "error",
+        F.col("error").alias(_PARSE_ERROR),
+        F.when(F.col("error").isNotNull(), F.lit(STAGE_PARSE)).alias(_STAGE),
+    )
+
+
+# --- duplicates -------------------------------------------------------------------------------
+
+
+def flag_duplicates(parsed: DataFrame, ttl_s: float) -> DataFrame:
+    """Flag records whose tweet_id was already seen (stateful; state expires after ``ttl_s``).
+
+    The first record of a tweet_id (lowest Kafka timestamp, partition, offset) goes on; later ones
+    get ``error`` "duplicate tweet_id ..." with where the first one was and whether the text is
+    the same, and stage ``dedup``. Rows that failed parsing are not tracked. On a streaming frame
+    the state lives in the checkpoint, versioned per batch, so a replayed batch sees the same state.
+    """
+    import pandas as pd
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    ttl_ms = int(ttl_s * 1000)
+    key = F.when(F.col(_PARSE_ERROR).isNull(), F.col("tweet_id")).otherwise(
+        F.concat(F.lit("~"), F.col("kafka_partition").cast("string"), F.lit(":"), F.col("kafka_offset").cast("string"))
+    )
+    with_key = parsed.withColumn("_dedup_key", key).withColumn(_TEXT_HASH, F.xxhash64("text"))
+    out_schema = T.StructType(
+        [*with_key.schema.fields, T.StructField(_DUP_OF, T.StringType()), T.StructField(_DUP_SAME, T.BooleanType())]
+    )
+    state_schema = T.StructType(
+        [T.StructField("partition", T.IntegerType()), T.StructField("offset", T.LongType()), T.StructField("text_hash", T.LongType())]
+    )
+
+    def dedup(group_key: tuple, frames: Any, state: Any) -> Any:
+        import warnings
+
+        # pyspark's own state serializer concatenates frames with all-null columns (pandas 2.x
+        # FutureWarning on every batch); nothing here depends on that behaviour.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="pyspark.sql.pandas.serializers")
+        if state.hasTimedOut:
+            state.remove()
+            return
+        pdf = pd.concat(list(frames), ignore_index=True)
+        if str(group_key[0]).startswith("~"):
+            # An unparseable record: no state, nothing to compare with.
+            pdf[_DUP_OF] = None
+            pdf[_DUP_SAME] = None
+            yield pdf
+            return
+        pdf = pdf.sort_values(["kafka_timestamp", "kafka_partition", "kafka_offset"], kind="stable", ignore_index=True)
+        if state.exists:
+            partition, offset, text_hash = state.get
+        else:
+            first = pdf.iloc[0]
+            partition, offset, text_hash = int(first["kafka_partition"]), int(first["kafka_offset"]), int(first[_TEXT_HASH])
+            state.update((partition, offset, text_hash))
+        state.setTimeoutDuration(ttl_ms)
+        is_first = (pdf["kafka_partition"] == partition) & (pdf["kafka_offset"] == offset)
+        topic = pdf["kafka_topic"].iloc[0]
+        pdf[_DUP_OF] = [None if f else f"{topic}[{partition}]@{offset}" for f in is_first]
+        pdf[_DUP_SAME] = [None if f else bool(h == text_hash) for f, h in zip(is_first, pdf[_TEXT_HASH])]
+        yield pdf
+
+    flagged = with_key.groupBy("_dedup_key").applyInPandasWithState(
+        dedup, out_schema, state_schema, "append", GroupStateTimeout.ProcessingTimeTimeout
+    )
+    reason = F.concat(
+        F.lit("duplicate tweet_id "), F.col("tweet_id"), F.lit(": first seen at "), F.col(_DUP_OF),
+        F.when(F.col(_DUP_SAME), F.lit(" (same text)")).otherwise(F.lit(" (different text)")),
+    )
+    dup = F.col(_DUP_OF).isNotNull()
+    return (
+        flagged.withColumn("error", F.when(dup, reason).otherwise(F.col("error")))
+        .withColumn(_PARSE_ERROR, F.col("error"))
+        .withColumn(_STAGE, F.when(dup, F.lit(STAGE_DEDUP)).otherwise(F.col(_STAGE)))
+        .drop("_dedup_key", _TEXT_HASH, _DUP_OF, _DUP_SAME)
+    )
+
+
+# --- scoring and sinks ------------------------------------------------------------------------
+
+_NULL_OUTPUTS: dict[str, str] = {
+    "tokens": "array<string>", "sentiment": "string", "sentiment_score": "double", "topic_label": "string",
+    "topic_score": "double", "category": "string", "category_score": "double",
+    "entities": "array<struct<text:string,label:string,start:int,end:int>>", "needs_ticket": "boolean",
+    "ticket_id": "string", "priority": "string", "reply_text": "string", "model_version": "string",
+}
+
+
+def score_stream(model: Transformer | None, parsed: DataFrame) -> DataFrame:
+    """Apply ``model`` to the rows without an error; keep the output columns and the metadata.
+
+    Rows that already carry an error get a null text first, so no stage spends time on them (the
+    stages keep the first error and give them null outputs). ``model=None`` adds the output columns
+    as typed nulls (used to measure the job without its NLP stages).
+    """
+    keep = [*KAFKA_COLUMNS, _VALUE, _PARSE_ERROR, _STAGE]
+    original_text = "_original_text"
+    prepared = parsed.withColumn(original_text, F.col("text")).withColumn(
+        "text", F.when(F.col("error").isNull(), F.col("text"))
+    )
+    if model is None:
+        scored = prepared.withColumns(
+            {c: F.lit(None).cast(t) for c, t in _NULL_OUTPUTS.items() if c not in prepared.columns}
+        ).select(*OUTPUT_COLUMNS, *keep, original_text)
+    else:
+        scored = enrich(model, prepared, keep=[*keep, original_text])
+    return scored.withColumn("text", F.col(original_text)).drop(original_text)
+
+
+def outbox_records(scored: DataFrame) -> DataFrame:
+    """``key``/``value`` rows for ``replies.outbox``: scored tweets that need a ticket."""
+    wanted = (
+        F.col("error").isNull() & F.col(_PARSE_ERROR).isNull() & F.coalesce(F.col("needs_ticket"), F.lit(False))
+        & F.col("ticket_id").isNotNull()
+    )
+    return scored.where(wanted).select(
+        F.col("tweet_id").alias("key"), F.to_json(F.struct(*[F.col(c) for c in OUTBOX_FIELDS])).alias("value")
+    )
+
+
+def deadletter_records(scored: DataFrame, max_original_bytes: int = DEFAULTS["deadletter_max_original_bytes"]) -> DataFrame:
+    """``key``/``value`` rows for ``tweets.deadletter``: every row with an error.
+
+    The value is JSON: ``original`` (the Kafka value as text when it is UTF-8, else base64, cut
+    to ``max_original_bytes``; the full record stays in the source topic at ``topic``/``partition``/
+    ``offset``), ``original_encoding``, ``original_bytes``, ``original_truncated``, ``error``,
+    ``stage`` (parse, dedup, score), ``time`` (UTC), ``topic``, ``partition``, ``offset``, ``key``,
+    ``tweet_id`` and, for stage score, ``model_version``. The key is the tweet_id when it is
+    valid, else the original key.
+    """
+    value = F.col(_VALUE)
+    head = F.substring(value, 1, max_original_bytes)
+    utf8 = F.is_valid_utf8(value.cast("string"))
+    stage = F.coalesce(F.col(_STAGE), F.lit(STAGE_SCORE))
+    valid_id = F.col("tweet_id").rlike(r"^[0-9]{1,19}$")
+    key_text = F.when(F.is_valid_utf8(F.col("kafka_key").cast("string")), F.col("kafka_key").cast("string"))
+    body = F.struct(
+        # make_valid_utf8: the cut may split a multi-byte character.
+        F.when(utf8, F.make_valid_utf8(head.cast("string"))).otherwise(F.base64(head)).alias("original"),
+        F.when(value.isNotNull(), F.when(utf8, F.lit("utf-8")).otherwise(F.lit("base64"))).alias("original_encoding"),
+        F.octet_length(value).alias("original_bytes"),
+        (F.coalesce(F.octet_length(value), F.lit(0)) > max_original_bytes).alias("original_truncated"),
+        F.col("error"),
+        stage.alias("stage"),
+        F.date_format(F.current_timestamp(), "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").alias("time"),
+        F.col("kafka_topic").alias("topic"),
+        F.col("kafka_partition").alias("partition"),
+        F.col("kafka_offset").alias("offset"),
+        key_text.alias("key"),
+        F.when(valid_id, F.col("tweet_id")).alias("tweet_id"),
+        F.when(stage == STAGE_SCORE, F.col("model_version")).alias("model_version"),
+    )
+    return scored.where(F.col("error").isNotNull()).select(
+        F.coalesce(F.when(valid_id, F.col("tweet_id")), key_text).alias("key"), F.to_json(body).alias("value")
+    )
+
+
+# --- the job ----------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamStats:
+    """Running totals of a stream job (all micro-batches of all restarts)."""
+
+    batches: int = 0
+    rows: int = 0
+    parquet_rows: int = 0
+    outbox_records: int = 0
+    deadletter_records: int = 0
+    parse_errors: int = 0
+    duplicates: int = 0
+    score_errors: int = 0
+    restarts: int = 0
+    last_batch_id: int | None = None
+    last_batch_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StreamOptions:
+    """How a stream job reads, triggers and writes; :meth:`from_config` reads the ``stream:`` section."""
+
+    trigger: str = DEFAULTS["trigger"]
+    starting_offsets: str = DEFAULTS["starting_offsets"]
+    max_offsets_per_trigger: int | None = DEFAULTS["max_offsets_per_trigger"]
+    fail_on_data_loss: bool = DEFAULTS["fail_on_data_loss"]
+    max_text_chars: int = DEFAULTS["max_text_chars"]
+    deadletter_max_original_bytes: int = DEFAULTS["deadletter_max_original_bytes"]
+    partitions: int | None = DEFAULTS["partitions"]
+    dedup: bool = True
+    dedup_ttl_s: float = 86_400
+    max_restarts: int = DEFAULTS["max_restarts"]
+    restart_backoff_s: float = DEFAULTS["restart_backoff_s"]
+    restart_backoff_max_s: float = DEFAULTS["restart_backoff_max_s"]
+    stop_timeout_s: float = DEFAULTS["stop_timeout_s"]
+    source_options: dict[str, str] = field(default_factory=dict)
+    sink_options: dict[str, str] = field(default_factory=dict)
+    query_name: str = "sparktweet-stream"
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> StreamOptions:
+        values = {
+            "trigger": str(_setting(config, "trigger")),
+            "starting_offsets": str(_setting(config, "starting_offsets")),
+            "max_offsets_per_trigger": _setting(config, "max_offsets_per_trigger"),
+            "fail_on_data_loss": bool(_setting(config, "fail_on_data_loss")),
+            "max_text_chars": int(_setting(config, "max_text_chars")),
+            "deadletter_max_original_bytes": int(_setting(config, "deadletter_max_original_bytes")),
+            "partitions": _setting(config, "partitions"),
+            "dedup": bool(_setting(config, "dedup.enabled")),
+            "dedup_ttl_s": float(_setting(config, "dedup.ttl_s")),
+            "max_restarts": int(_setting(config, "max_restarts")),
+            "restart_backoff_s": float(_setting(config, "restart_backoff_s")),
+            "restart_backoff_max_s": float(_setting(config, "restart_backoff_max_s")),
+            "stop_timeout_s": float(_setting(config, "stop_timeout_s")),
+            "source_options": {str(k): str(v) for k, v in (_setting(config, "source_options") or {}).items()},
+            "sink_options": {str(k): str(v) for k, v in (_setting(config, "sink_options") or {}).items()},
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["partitions"] is not None:
+            values["partitions"] = int(values["partitions"])
+        mopt = values["max_offsets_per_trigger"]
+        values["max_offsets_per_trigger"] = int(mopt) if mopt not in (None, "", 0) else None
+        if values["max_text_chars"] < 1:
+            raise ConfigError(f"stream.max_text_chars must be >= 1, found {values['max_text_chars']}.")
+        return cls(**values)
+
+
+def _apply_trigger(writer: Any, trigger: str) -> Any:
+    spec = trigger.strip().lower()
+    if spec in ("available-now", "availablenow", "available_now"):
+        return writer.trigger(availableNow=True)
+    if spec == "once":
+        return writer.trigger(once=True)
+    if not spec or spec in ("0", "asap", "continuous-asap"):
+        return writer.trigger(processingTime="0 seconds")
+    return writer.trigger(processingTime=trigger)
+
+
+def _parse_iso(ts: str) -> _dt.datetime:
+    return _dt.datetime.fromisoformat(ts)
+
+
+def _offsets_total(offsets: Any) -> int | None:
+    if not offsets:
+        return None
+    data = json.loads(offsets) if isinstance(offsets, str) else offsets
+    return sum(int(o) for parts in data.values() for o in parts.values())
+
+
+class ProgressLogger(StreamingQueryListener):
+    """Logs each micro-batch of one query: rows, input and processing rate, latency, Kafka lag.
+
+    Latency is measured from the Kafka timestamp of the oldest and newest record of the batch to
+    the end of the batch (observed metrics of the query); lag is the number of records in
+    ``tweets.raw`` after the batch's end offsets when the batch started.
+    """
+
+    def __init__(self, query_name: str) -> None:
+        super().__init__()
+        self.query_name = query_name
+        self.last: dict[str, Any] = {}
+
+    def onQueryStarted(self, event: Any) -> None:
+        if event.name == self.query_name:
+            log.info("stream %s started (id %s, run %s)", event.name, event.id, event.runId)
+
+    def onQueryProgress(self, event: Any) -> None:
+        p = event.progress
+        if p.name != self.query_name:
+            return
+        try:
+            info = self.summarise(p)
+        except Exception:  # a logging hook must never fail the query
+            log.debug("could not summarise stream progress", exc_info=True)
+            return
+        self.last = info
+        if info["rows"] or info["lag"]:
+            log.info(
+                "batch %(batch)d: %(rows)d rows in %(seconds).2fs (input %(input_rate).0f/s, processed %(processed_rate).0f/s), "
+                "latency oldest %(latency_oldest_s)s s newest %(latency_newest_s)s s, lag %(lag)s records",
+                info,
+            )
+
+    @staticmethod
+    def summarise(p: Any) -> dict[str, Any]:
+        """The numbers logged for one progress event."""
+        end = _parse_iso(p.timestamp) + _dt.timedelta(milliseconds=p.batchDuration)
+        latency_oldest = latency_newest = None
+        observed = (p.observedMetrics or {}).get(_OBSERVATION)
+        if observed is not None and observed["oldest"] is not None:
+            oldest, newest = observed["oldest"], observed["newest"]
+            if oldest.tzinfo is None:  # session time zone is UTC (session.build_session)
+                oldest, newest = oldest.replace(tzinfo=_dt.UTC), newest.replace(tzinfo=_dt.UTC)
+            latency_oldest = round((end - oldest).total_seconds(), 3)
+            latency_newest = round((end - newest).total_seconds(), 3)
+        lag = None
+        if p.sources:
+            latest, done = _offsets_total(p.sources[0].latestOffset), _offsets_total(p.sources[0].endOffset)
+            if latest is not None and done is not None:
+                lag = max(0, latest - done)
+        return {
+            "batch": p.batchId,
+            "rows": p.numInputRows,
+            "seconds": p.batchDuration / 1000,
+            "input_rate": p.inputRowsPerSecond or 0.0,
+            "processed_rate": p.processedRowsPerSecond or 0.0,
+            "latency_oldest_s": latency_oldest,
+            "latency_newest_s": latency_newest,
+            "lag": lag,
+        }
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        if event.exception:
+            log.warning("stream query %s terminated with an error: %s", event.id, event.exception.splitlines()[0])
+
+
+class StreamJob:
+    """One stream job: builds and (re)starts the query, owns its stats, stops it gracefully.
+
+    Use :func:`run_stream` for the blocking job; :meth:`start` gives a running query to embed.
+    """
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        config: Mapping[str, Any],
+        model: Transformer | None,
+        output: str,
+        checkpoint: str,
+        options: StreamOptions | None = None,
+    ) -> None:
+        self.spark, self.config, self.model = spark, config, model
+        self.output, self.checkpoint = output, checkpoint
+        self.options = options or StreamOptions.from_config(config)
+        self.stats = StreamStats()
+        self.query: StreamingQuery | None = None
+        self.listener = ProgressLogger(self.options.query_name)
+        self._listening = False
+        self._stop = threading.Event()
+        self._busy = threading.Event()
+        self._last_data = time.monotonic()
+        self._bootstrap = kafka_io.bootstrap_servers(config)
+        self._topics = {name: kafka_io.topic_name(config, name) for name in ("raw", "outbox", "deadletter")}
+
+    # -- building ----------------------------------------------------------------------------
+
+    def source(self) -> DataFrame:
+        """The Kafka source on ``tweets.raw``."""
+        o = self.options
+        reader = (
+            self.spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", self._bootstrap)
+            .option("subscribe", self._topics["raw"])
+            .option("startingOffsets", o.starting_offsets)
+            .option("failOnDataLoss", str(o.fail_on_data_loss).lower())
+        )
+        if o.max_offsets_per_trigger:
+            reader = reader.option("maxOffsetsPerTrigger", str(o.max_offsets_per_trigger))
+        for key, value in o.source_options.items():
+            reader = reader.option(key, value)
+        return reader.load()
+
+    def pipeline(self, kafka_df: DataFrame) -> DataFrame:
+        """Source rows -> parsed (observed) -> deduplicated -> scored: what foreachBatch receives."""
+        parsed = parse_records(kafka_df, self.options.max_text_chars)
+        parsed = parsed.observe(
+            _OBSERVATION,
+            F.count(F.lit(1)).alias("rows"),
+            F.min("kafka_timestamp").alias("oldest"),
+            F.max("kafka_timestamp").alias("newest"),
+        )
+        if self.options.dedup:
+            parsed = flag_duplicates(parsed, self.options.dedup_ttl_s)
+        partitions = self.options.partitions
+        if partitions is None:
+            partitions = self.spark.sparkContext.defaultParallelism
+        if partitions:
+            # Each pipeline stage is its own pandas UDF, i.e. its own Python worker per task: more
+            # tasks than cores only means more workers to start and keep warm (4 Kafka partitions
+            # on a 2-core laptop would need 24 workers, each loading models).
+            parsed = parsed.coalesce(partitions)
+        return score_stream(self.model, parsed)
+
+    def _kafka_write(self, df: DataFrame, topic: str) -> None:
+        writer = (
+            df.write.format("kafka")
+            .option("kafka.bootstrap.servers", self._bootstrap)
+            .option("topic", topic)
+            .option("kafka.acks", "all")
+            .option("kafka.enable.idempotence", "true")
+            .option("kafka.compression.type", "lz4")
+            .option("kafka.linger.ms", "5")
+            # Dead letters carry up to deadletter_max_original_bytes of the original plus JSON escaping.
+            .option("kafka.max.request.size", str(max(4 * self.options.deadletter_max_original_bytes, 1 << 20) + 65536))
+        )
+        for key, value in self.options.sink_options.items():
+            writer = writer.option(key, value)
+        writer.save()
+
+    def process_batch(self, batch: DataFrame, batch_id: int) -> None:
+        """foreachBatch: persist the scored batch once, then write outbox, Parquet and dead letters."""
+        self._busy.set()
+        began = time.monotonic()
+        batch.persist()
+        try:
+            counts = batch.agg(
+                F.count(F.lit(1)).alias("rows"),
+                F.count(_PARSE_ERROR).alias("parse_errors"),
+                F.count(F.when(F.col(_STAGE) == STAGE_DEDUP, 1)).alias("duplicates"),
+                F.count("error").alias("errors"),
+                F.count(
+                    F.when(F.col("error").isNull() & F.coalesce(F.col("needs_ticket"), F.lit(False)) & F.col("ticket_id").isNotNull(), 1)
+                ).alias("tickets"),
+            ).first()
+            rows = int(counts["rows"])
+            if rows == 0:
+                return
+            timings = {"scored": time.monotonic() - began}
+            parse_errors, errors, tickets = int(counts["parse_errors"]), int(counts["errors"]), int(counts["tickets"])
+            # The outbox first: it is what the reply latency depends on.
+            if tickets:
+                self._kafka_write(outbox_records(batch), self._topics["outbox"])
+            timings["outbox"] = time.monotonic() - began
+            if rows > parse_errors:
+                (
+                    batch.where(F.col(_PARSE_ERROR).isNull())
+                    .select(*PARQUET_COLUMNS)
+                    .write.mode("append")
+                    .partitionBy("date")
+                    .parquet(self.output)
+                )
+            timings["parquet"] = time.monotonic() - began
+            if errors:
+                self._kafka_write(
+                    deadletter_records(batch, self.options.deadletter_max_original_bytes), self._topics["deadletter"]
+                )
+            timings["deadletter"] = time.monotonic() - began
+            s = self.stats
+            s.batches += 1
+            s.rows += rows
+            s.parquet_rows += rows - parse_errors
+            s.outbox_records += tickets
+            s.deadletter_records += errors
+            s.parse_errors += parse_errors - int(counts["duplicates"])
+            s.duplicates += int(counts["duplicates"])
+            s.score_errors += errors - parse_errors
+            s.last_batch_id = batch_id
+            s.last_batch_seconds = time.monotonic() - began
+            self._last_data = time.monotonic()
+            log.debug("batch %d: %s; seconds since start when done: %s", batch_id, counts.asDict(),
+                      {k: round(v, 2) for k, v in timings.items()})
+        finally:
+            batch.unpersist()
+            self._busy.clear()
+
+    def start(self) -> StreamingQuery:
+        """Start (or restart from the checkpoint) the query; returns the running StreamingQuery."""
+        scored = self.pipeline(self.source())
+        writer = (
+            scored.writeStream.queryName(self.options.query_name)
+            .option("checkpointLocation", self.checkpoint)
+            .outputMode("append")
+            .foreachBatch(self.process_batch)
+        )
+        writer = _apply_trigger(writer, self.options.trigger)
+        if not self._listening:
+            self.spark.streams.addListener(self.listener)
+            self._listening = True
+        # Processing-time state timeouts make Spark run a "no-data" micro-batch at every trigger,
+        # which would push empty partitions through the whole model; expired dedup state is just
+        # as well dropped at the next batch that has data. The query keeps the value it starts with.
+        conf = self.spark.conf
+        previous = conf.get(_NO_DATA_BATCHES, None)
+        conf.set(_NO_DATA_BATCHES, "false")
+        try:
+            self.query = writer.start()
+        finally:
+            if previous is None:
+                conf.unset(_NO_DATA_BATCHES)
+            else:
+                conf.set(_NO_DATA_BATCHES, previous)
+        self._last_data = time.monotonic()
+        log.info(
+            "stream job reading %s on %s -> %s, %s, %s (checkpoint %s, trigger %s)",
+            self._topics["raw"], self._bootstrap, self.output, self._topics["outbox"], self._topics["deadletter"],
+            self.checkpoint, self.options.trigger,
+        )
+        return self.query
+
+    # -- running -----------------------------------------------------------------------------
+
+    def request_stop(self, *_: Any) -> None:
+        """Ask the job to stop after the running batch (safe from signal handlers and threads)."""
+        self._stop.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully: let a running batch finish (up to ``timeout`` s), then stop the query."""
+        self._stop.set()
+        query = self.query
+        if query is None or not query.isActive:
+            return
+        deadline = time.monotonic() + (self.options.stop_timeout_s if timeout is None else timeout)
+        while (self._busy.is_set() or query.status["isTriggerActive"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        query.stop()
+        log.info("stream query stopped")
+
+    def _idle_for(self, query: StreamingQuery) -> float:
+        status = query.status
+        if self._busy.is_set() or status["isTriggerActive"] or status["isDataAvailable"]:
+            return 0.0
+        if status["message"] == "Initializing sources":
+            return 0.0
+        return time.monotonic() - self._last_data
+
+    def run(self, until_idle: float | None = None, max_seconds: float | None = None, poll_s: float = 0.25) -> StreamStats:
+        """Run until stopped (SIGTERM, :meth:`request_stop`), idle for ``until_idle`` s, or ``max_seconds``.
+
+        A query that fails is restarted from its checkpoint with exponential backoff, at most
+        ``max_restarts`` times in a row (a batch that completes resets the count).
+        """
+        began = time.monotonic()
+        failures = 0
+        backoff = self.options.restart_backoff_s
+        try:
+            while not self._stop.is_set():
+                query = self.start()
+                batches_at_start = self.stats.batches
+                while query.isActive and not self._stop.is_set():
+                    if max_seconds is not None and time.monotonic() - began >= max_seconds:
+                        log.info("stream job ran for %.0fs (max_seconds); stopping", max_seconds)
+                        self._stop.set()
+                        break
+                    if until_idle is not None and self._idle_for(query) >= until_idle:
+                        log.info("no new tweets for %.0fs (until_idle); stopping", until_idle)
+                        self._stop.set()
+                        break
+                    time.sleep(poll_s)
+                if self._stop.is_set():
+                    break
+                error = query.exception()
+                if error is None:
+                    break  # availableNow / once triggers end by themselves
+                failures = 0 if self.stats.batches > batches_at_start else failures + 1
+                if failures == 0:
+                    backoff = self.options.restart_backoff_s
+                if failures > self.options.max_restarts:
+                    raise error
+                self.stats.restarts += 1
+                log.warning(
+                    "stream query failed (%s); restarting from the checkpoint in %.0fs", str(error).splitlines()[0][:300], backoff
+                )
+                if self._stop.wait(backoff):
+                    break
+                backoff = min(backoff * 2, self.options.restart_backoff_max_s)
+        finally:
+            self.stop()
+            self._remove_listener()
+        log.info("stream job done: %s", self.stats.as_dict())
+        return self.stats
+
+    def _remove_listener(self) -> None:
+        if self._listening:
+            self.spark.streams.removeListener(self.listener)
+            self._listening = False
+
+
+def start_stream(
+    spark: SparkSession,
+    config: Mapping[str, Any],
+    model_path: str | None,
+    output: str,
+    checkpoint: str,
+    model: Transformer | None = None,
+    **options: Any,
+) -> StreamJob:
+    """Start the stream job without blocking; ``job.query`` is the running StreamingQuery.
+
+    ``model`` (a loaded PipelineModel) wins over ``model_path``; with neither, the output columns
+    are nulls (the job without its NLP stages, for benchmarks). ``options`` override
+    :class:`StreamOptions` fields (``trigger``, ``starting_offsets``, ``max_offsets_per_trigger``...).
+    """
+    if model is None and model_path is not None:
+        from sparktweet.training import load_model
+
+        model = load_model(model_path)
+    job = StreamJob(spark, config, model, output, checkpoint, StreamOptions.from_config(config, **options))
+    job.start()
+    return job
+
+
+def run_stream(
+    spark: SparkSession,
+    config: Mapping[str, Any],
+    model_path: str | None,
+    output: str,
+    checkpoint: str,
+    model: Transformer | None = None,
+    until_idle: float | None = None,
+    max_seconds: float | None = None,
+    stop_event: threading.Event | None = None,
+    handle_signals: bool = True,
+    **options: Any,
+) -> StreamJob:
+    """Run the stream job until stopped; returns the finished :class:`StreamJob` (query, stats).
+
+    Parameters
+    ----------
+    spark
+        A session with the spark-sql-kafka jars (``session.build_session`` adds ``jars/``).
+    config
+        The sparktweet config: ``kafka:`` (brokers, topics) and ``stream:`` sections.
+    model_path
+        Saved model folder (``models/default`` or its ``pipeline``); ``model`` may pass a loaded one.
+    output, checkpoint
+        Parquet folder (partitioned by date) and the query's checkpoint folder (local or Hadoop URI).
+    until_idle
+        Stop once no new record arrived for this many seconds (demos, tests, backfills).
+    max_seconds
+        Stop after this many seconds.
+    stop_event
+        Set it from another thread to stop the job gracefully.
+    handle_signals
+        Install SIGTERM/SIGINT handlers that stop gracefully (only from the main thread).
+    options
+        :class:`StreamOptions` overrides: ``trigger``, ``starting_offsets``, ``max_offsets_per_trigger``,
+        ``dedup``, ``max_restarts``...
+    """
+    if model is None and model_path is not None:
+        from sparktweet.training import load_model
+
+        model = load_model(model_path)
+    job = StreamJob(spark, config, model, output, checkpoint, StreamOptions.from_config(config, **options))
+    previous: dict[int, Any] = {}
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, job.request_stop)
+    watcher = None
+    if stop_event is not None:
+        watcher = threading.Thread(target=lambda: (stop_event.wait(), job.request_stop()), daemon=True)
+        watcher.start()
+    try:
+        job.run(until_idle=until_idle, max_seconds=max_seconds)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return job
