@@ -103,6 +103,17 @@ def shot(driver, name: str) -> None:
         table.screenshot(str(SHOTS / f"{name}-queue.png"))
 
 
+def submit_and_wait(driver, button, timeout: float = 20.0) -> None:
+    """Click a form's button and wait for the page it posts to: ``click`` returns before the
+    request is served, so reading the store right after it races the server."""
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    button.click()
+    WebDriverWait(driver, timeout).until(EC.staleness_of(button))
+    WebDriverWait(driver, timeout).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def test_tracking_page(server, browser):
     from selenium.webdriver.common.by import By
 
@@ -138,30 +149,30 @@ def test_agent_login_filter_status_and_approve(server, browser):
     browser.get(f"{base}/dashboard")
     assert "/login" in browser.current_url
     browser.find_element(By.ID, "token").send_keys("wrong-token-wrong-token")
-    browser.find_element(By.CSS_SELECTOR, "form button").click()
+    submit_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "form button"))
     assert "not valid" in browser.find_element(By.CSS_SELECTOR, ".flash").text
     shot(browser, "login-error")
     browser.find_element(By.ID, "token").send_keys(TOKEN)
-    browser.find_element(By.CSS_SELECTOR, "form button").click()
+    submit_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "form button"))
     assert browser.current_url.endswith("/dashboard")
     assert browser.find_element(By.ID, "count-open").text == "4"
     assert len(browser.find_elements(By.CSS_SELECTOR, "table.queue tbody tr")) == 5
     shot(browser, "dashboard")
 
     Select(browser.find_element(By.ID, "filter-priority")).select_by_value("medium")
-    browser.find_element(By.CSS_SELECTOR, "#filters button").click()
+    submit_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "#filters button"))
     rows = browser.find_elements(By.CSS_SELECTOR, "table.queue tbody tr")
     assert sorted(r.get_attribute("id") for r in rows) == sorted(f"row-{tid(i)}" for i in (2, 3))
     shot(browser, "dashboard-filtered")
 
     row = browser.find_element(By.ID, f"row-{tid(2)}")
     Select(row.find_element(By.NAME, "status")).select_by_value("in_progress")
-    row.find_element(By.XPATH, ".//form[contains(@action, '/status')]//button").click()
+    submit_and_wait(browser, row.find_element(By.XPATH, ".//form[contains(@action, '/status')]//button"))
     assert "priority=medium" in browser.current_url  # back to the same filtered queue
     assert store.get(tid(2)).status == "in_progress"
     assert "in progress" in browser.find_element(By.ID, f"row-{tid(2)}").text
 
-    browser.find_element(By.ID, f"row-{tid(3)}").find_element(By.CSS_SELECTOR, "button.approve").click()
+    submit_and_wait(browser, browser.find_element(By.ID, f"row-{tid(3)}").find_element(By.CSS_SELECTOR, "button.approve"))
     assert store.get(tid(3)).reply_state == "approved" and store.queue_size() == 1
     assert "approved" in browser.find_element(By.ID, f"row-{tid(3)}").text
     shot(browser, "dashboard-after-actions")

@@ -45,14 +45,24 @@ def _tweets(n: int, prefix: str | None = None) -> list[dict]:
     ]
 
 
-def _consume(config, topic: str, ids: set[str], group_id: str, timeout: float = 30.0) -> list:
-    """Messages of ``topic`` whose key is one of ``ids``, from the earliest offset; commits them."""
+def _consume(
+    config, topic: str, ids: set[str], group_id: str, timeout: float = 30.0, expect: int | None = None
+) -> list:
+    """Messages of ``topic`` whose key is one of ``ids``, from the earliest offset; commits them.
+
+    Stops once every key was seen (and, with ``expect``, that many messages arrived), or at
+    ``timeout``.
+    """
     found = []
     c = consumer(config, group_id=group_id)
+
+    def done() -> bool:
+        return len({m.key() for m in found}) >= len(ids) and len(found) >= (expect or 0)
+
     try:
         c.subscribe([topic])
         deadline = time.monotonic() + timeout
-        while len({m.key() for m in found}) < len(ids) and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             msg = c.poll(0.5)
             if msg is None or msg.error():
                 continue
@@ -173,7 +183,9 @@ def test_produce_consume_round_trip_keyed_by_tweet_id(kafka_broker):
 
     group = f"test-{uuid.uuid4().hex}"
     ids = {r["tweet_id"] for r in records}
-    messages = _consume(kafka_broker, topic, ids, group)
+    # Both versions of the first tweet must arrive: stopping at the sixth distinct key could
+    # leave the second version, later in the same partition, unread.
+    messages = _consume(kafka_broker, topic, ids, group, expect=7)
     by_id: dict[str, list] = {}
     for msg in messages:
         by_id.setdefault(msg.key().decode(), []).append(msg)
