@@ -5,11 +5,13 @@ One Structured Streaming query does everything::
     Kafka tweets.raw (key tweet_id)
       -> parse_records: the value as JSON (a VARIANT, so each field's JSON type is checked), the
          canonical record (records.to_canonical) plus the Kafka metadata and the original bytes
-      -> flag_duplicates (optional): a later record with an already seen tweet_id (state kept
-         for ``stream.dedup.ttl_s``) is flagged, keyed state in the checkpoint
       -> the PipelineModel, on the streaming DataFrame (rows that failed parsing carry their
          error and a null text, so the stages skip them cheaply)
-      -> foreachBatch: persist the scored batch once, then write
+      -> mark_first_records (``stream.dedup``): Spark's streaming deduplication on tweet_id
+         (JVM state in the checkpoint, ``stream.dedup.ttl_s`` of Kafka time) adds a marker row
+         for each first record of a tweet_id
+      -> foreachBatch: persist the batch once, flag records without a marker as duplicates
+         (resolve_duplicates), then write
          (a) Parquet under ``output``, partitioned by ``date``: every parsed tweet, with the
              model's outputs or its ``error``, and ``kafka_partition``/``kafka_offset``/``kafka_timestamp``
          (b) ``replies.outbox``: tweets that need a ticket, key tweet_id, JSON value (see OUTBOX_FIELDS)
@@ -90,9 +92,7 @@ OUTBOX_FIELDS = [
     "sentiment", "sentiment_score", "priority", "entities", "model_version",
 ]
 STAGE_PARSE, STAGE_DEDUP, STAGE_SCORE = "parse", "dedup", "score"
-_PARSE_ERROR, _STAGE, _VALUE, _TEXT_HASH, _DUP_OF, _DUP_SAME = (
-    "_parse_error", "_stage", "_value", "_text_hash", "_duplicate_of", "_duplicate_same_text"
-)
+_PARSE_ERROR, _STAGE, _VALUE, _ROLE = "_parse_error", "_stage", "_value", "_role"
 # JSON types (as schema_of_variant names them) accepted for each canonical field. Ids may be
 # JSON integers (kafka_io.encode_tweet writes strings, other producers may not).
 _INTEGER_TYPES = ("BIGINT", "INT", "SMALLINT", "TINYINT")
@@ -225,73 +225,58 @@ def parse_records(kafka_df: DataFrame, max_text_chars: int = DEFAULTS["max_text_
 # --- duplicates -------------------------------------------------------------------------------
 
 
-def flag_duplicates(parsed: DataFrame, ttl_s: float) -> DataFrame:
-    """Flag records whose tweet_id was already seen (stateful; state expires after ``ttl_s``).
+def mark_first_records(scored: DataFrame, parsed: DataFrame, ttl_s: float) -> DataFrame:
+    """Add, for each tweet_id seen for the first time, a marker row naming its Kafka position.
 
-    The first record of a tweet_id (lowest Kafka timestamp, partition, offset) goes on; later ones
-    get ``error`` "duplicate tweet_id ..." with where the first one was and whether the text is
-    the same, and stage ``dedup``. Rows that failed parsing are not tracked. On a streaming frame
-    the state lives in the checkpoint, versioned per batch, so a replayed batch sees the same state.
+    ``scored`` (every record, ``_role`` "record") is unioned with marker rows (``_role`` "first",
+    only ``tweet_id``, ``kafka_partition`` and ``kafka_offset`` set) computed from the valid rows
+    of ``parsed`` by Spark's own streaming deduplication, ``dropDuplicatesWithinWatermark`` on
+    tweet_id: keyed state in the JVM, kept for ``ttl_s`` of Kafka time and versioned per batch in
+    the checkpoint, so a replayed batch marks the same records. :func:`resolve_duplicates` turns
+    the markers into flags inside foreachBatch. (A pandas ``applyInPandasWithState`` version cost
+    a Python call per tweet_id, ~15 ms per tweet per batch on a loaded laptop.)
     """
-    import pandas as pd
-    from pyspark.sql.streaming.state import GroupStateTimeout
-
-    ttl_ms = int(ttl_s * 1000)
-    key = F.when(F.col(_PARSE_ERROR).isNull(), F.col("tweet_id")).otherwise(
-        F.concat(F.lit("~"), F.col("kafka_partition").cast("string"), F.lit(":"), F.col("kafka_offset").cast("string"))
+    firsts = (
+        parsed.where(F.col(_PARSE_ERROR).isNull())
+        .select("tweet_id", "kafka_partition", "kafka_offset", "kafka_timestamp")
+        .withWatermark("kafka_timestamp", f"{max(int(ttl_s), 1)} seconds")
+        .dropDuplicatesWithinWatermark(["tweet_id"])
     )
-    with_key = parsed.withColumn("_dedup_key", key).withColumn(_TEXT_HASH, F.xxhash64("text"))
-    out_schema = T.StructType(
-        [*with_key.schema.fields, T.StructField(_DUP_OF, T.StringType()), T.StructField(_DUP_SAME, T.BooleanType())]
+    kept = {"tweet_id", "kafka_partition", "kafka_offset"}
+    markers = firsts.select(
+        *[F.col(f.name) if f.name in kept else F.lit(None).cast(f.dataType).alias(f.name) for f in scored.schema.fields],
+        F.lit("first").alias(_ROLE),
     )
-    state_schema = T.StructType(
-        [T.StructField("partition", T.IntegerType()), T.StructField("offset", T.LongType()), T.StructField("text_hash", T.LongType())]
-    )
+    return scored.withColumn(_ROLE, F.lit("record")).unionByName(markers)
 
-    def dedup(group_key: tuple, frames: Any, state: Any) -> Any:
-        import warnings
 
-        # pyspark's own state serializer concatenates frames with all-null columns (pandas 2.x
-        # FutureWarning on every batch); nothing here depends on that behaviour.
-        warnings.filterwarnings("ignore", category=FutureWarning, module="pyspark.sql.pandas.serializers")
-        if state.hasTimedOut:
-            state.remove()
-            return
-        pdf = pd.concat(list(frames), ignore_index=True)
-        if str(group_key[0]).startswith("~"):
-            # An unparseable record: no state, nothing to compare with.
-            pdf[_DUP_OF] = None
-            pdf[_DUP_SAME] = None
-            yield pdf
-            return
-        pdf = pdf.sort_values(["kafka_timestamp", "kafka_partition", "kafka_offset"], kind="stable", ignore_index=True)
-        if state.exists:
-            partition, offset, text_hash = state.get
-        else:
-            first = pdf.iloc[0]
-            partition, offset, text_hash = int(first["kafka_partition"]), int(first["kafka_offset"]), int(first[_TEXT_HASH])
-            state.update((partition, offset, text_hash))
-        state.setTimeoutDuration(ttl_ms)
-        is_first = (pdf["kafka_partition"] == partition) & (pdf["kafka_offset"] == offset)
-        topic = pdf["kafka_topic"].iloc[0]
-        pdf[_DUP_OF] = [None if f else f"{topic}[{partition}]@{offset}" for f in is_first]
-        pdf[_DUP_SAME] = [None if f else bool(h == text_hash) for f, h in zip(is_first, pdf[_TEXT_HASH])]
-        yield pdf
+def resolve_duplicates(batch: DataFrame) -> DataFrame:
+    """A micro-batch of :func:`mark_first_records` rows -> the records, later ones of a tweet_id flagged.
 
-    flagged = with_key.groupBy("_dedup_key").applyInPandasWithState(
-        dedup, out_schema, state_schema, "append", GroupStateTimeout.ProcessingTimeTimeout
-    )
+    A valid record without a marker at its Kafka position is a duplicate: an earlier record with
+    its tweet_id was accepted (in this batch or a previous one). It gets ``error`` "duplicate
+    tweet_id ..." and stage ``dedup``. A record whose Kafka timestamp is older than the state's
+    window (the newest timestamp seen minus ``dedup.ttl_s``) is beyond the duplicate check and is
+    flagged too, saying so; with producer-stamped timestamps that only happens to a partition
+    lagging the others by more than the window. Without ``_role`` the batch is returned as it is.
+    """
+    if _ROLE not in batch.columns:
+        return batch
+    columns = [c for c in batch.columns if c != _ROLE]
+    firsts = batch.where(F.col(_ROLE) == "first").select("kafka_partition", "kafka_offset", F.lit(True).alias("_is_first"))
+    records = batch.where(F.col(_ROLE) == "record").drop(_ROLE)
+    joined = records.join(F.broadcast(firsts), ["kafka_partition", "kafka_offset"], "left")
+    dup = F.col(_PARSE_ERROR).isNull() & F.col("_is_first").isNull()
     reason = F.concat(
-        F.lit("duplicate tweet_id "), F.col("tweet_id"), F.lit(": first seen at "), F.col(_DUP_OF),
-        F.when(F.col(_DUP_SAME), F.lit(" (same text)")).otherwise(F.lit(" (different text)")),
+        F.lit("duplicate tweet_id "), F.col("tweet_id"),
+        F.lit(": a record with this id was already accepted (or this one is older than the duplicate-check window)"),
     )
-    dup = F.col(_DUP_OF).isNotNull()
-    return (
-        flagged.withColumn("error", F.when(dup, reason).otherwise(F.col("error")))
-        .withColumn(_PARSE_ERROR, F.col("error"))
-        .withColumn(_STAGE, F.when(dup, F.lit(STAGE_DEDUP)).otherwise(F.col(_STAGE)))
-        .drop("_dedup_key", _TEXT_HASH, _DUP_OF, _DUP_SAME)
-    )
+    return joined.select(
+        *[c for c in columns if c not in ("error", _PARSE_ERROR, _STAGE)],
+        F.when(dup, reason).otherwise(F.col("error")).alias("error"),
+        F.when(dup, reason).otherwise(F.col(_PARSE_ERROR)).alias(_PARSE_ERROR),
+        F.when(dup, F.lit(STAGE_DEDUP)).otherwise(F.col(_STAGE)).alias(_STAGE),
+    ).select(*columns)
 
 
 # --- scoring and sinks ------------------------------------------------------------------------
@@ -468,6 +453,34 @@ def _offsets_total(offsets: Any) -> int | None:
     return sum(int(o) for parts in data.values() for o in parts.values())
 
 
+def _run_concurrently(tasks: Mapping[str, Any], began: float) -> dict[str, float]:
+    """Run the sink writes of one batch at once (each is a small Spark job reading the cached
+    batch; in sequence their fixed costs add up to most of a small batch's latency). Threads
+    inherit the stream thread's local properties, so stopping the query cancels their jobs too.
+    Raises the first error after all have finished. Returns each task's end time since ``began``."""
+    from pyspark import InheritableThread
+
+    done: dict[str, float] = {}
+    errors: list[BaseException] = []
+
+    def run(name: str, task: Any) -> None:
+        try:
+            task()
+        except BaseException as exc:  # re-raised below, in the foreachBatch thread
+            errors.append(exc)
+        finally:
+            done[name] = round(time.monotonic() - began, 2)
+
+    threads = [InheritableThread(target=run, args=(name, task), name=f"sparktweet-{name}") for name, task in tasks.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return done
+
+
 class ProgressLogger(StreamingQueryListener):
     """Logs each micro-batch of one query: rows, input and processing rate, latency, Kafka lag.
 
@@ -585,16 +598,14 @@ class StreamJob:
         return reader.load()
 
     def pipeline(self, kafka_df: DataFrame) -> DataFrame:
-        """Source rows -> parsed (observed) -> deduplicated -> scored: what foreachBatch receives."""
+        """Source rows -> parsed (observed) -> scored (+ first-record markers): what foreachBatch receives."""
         parsed = parse_records(kafka_df, self.options.max_text_chars)
-        parsed = parsed.observe(
+        observed = parsed.observe(
             _OBSERVATION,
             F.count(F.lit(1)).alias("rows"),
             F.min("kafka_timestamp").alias("oldest"),
             F.max("kafka_timestamp").alias("newest"),
         )
-        if self.options.dedup:
-            parsed = flag_duplicates(parsed, self.options.dedup_ttl_s)
         partitions = self.options.partitions
         if partitions is None:
             partitions = self.spark.sparkContext.defaultParallelism
@@ -602,8 +613,11 @@ class StreamJob:
             # Each pipeline stage is its own pandas UDF, i.e. its own Python worker per task: more
             # tasks than cores only means more workers to start and keep warm (4 Kafka partitions
             # on a 2-core laptop would need 24 workers, each loading models).
-            parsed = parsed.coalesce(partitions)
-        return score_stream(self.model, parsed)
+            observed = observed.coalesce(partitions)
+        scored = score_stream(self.model, observed)
+        if self.options.dedup:
+            scored = mark_first_records(scored, parsed, self.options.dedup_ttl_s)
+        return scored
 
     def _kafka_write(self, df: DataFrame, topic: str) -> None:
         writer = (
@@ -622,10 +636,12 @@ class StreamJob:
         writer.save()
 
     def process_batch(self, batch: DataFrame, batch_id: int) -> None:
-        """foreachBatch: persist the scored batch once, then write outbox, Parquet and dead letters."""
+        """foreachBatch: persist the batch once, flag duplicates, write outbox, Parquet and dead letters at once."""
         self._busy.set()
         began = time.monotonic()
-        batch.persist()
+        # Computed once (Kafka read, model, dedup state); every sink below reads the cache.
+        raw = batch.persist()
+        batch = resolve_duplicates(raw)
         try:
             counts = batch.agg(
                 F.count(F.lit(1)).alias("rows"),
@@ -641,24 +657,19 @@ class StreamJob:
                 return
             timings = {"scored": time.monotonic() - began}
             parse_errors, errors, tickets = int(counts["parse_errors"]), int(counts["errors"]), int(counts["tickets"])
-            # The outbox first: it is what the reply latency depends on.
+            writes: dict[str, Any] = {}
             if tickets:
-                self._kafka_write(outbox_records(batch), self._topics["outbox"])
-            timings["outbox"] = time.monotonic() - began
+                writes["outbox"] = lambda: self._kafka_write(outbox_records(batch), self._topics["outbox"])
             if rows > parse_errors:
-                (
-                    batch.where(F.col(_PARSE_ERROR).isNull())
-                    .select(*PARQUET_COLUMNS)
-                    .write.mode("append")
-                    .partitionBy("date")
-                    .parquet(self.output)
+                writes["parquet"] = lambda: (
+                    batch.where(F.col(_PARSE_ERROR).isNull()).select(*PARQUET_COLUMNS)
+                    .write.mode("append").partitionBy("date").parquet(self.output)
                 )
-            timings["parquet"] = time.monotonic() - began
             if errors:
-                self._kafka_write(
+                writes["deadletter"] = lambda: self._kafka_write(
                     deadletter_records(batch, self.options.deadletter_max_original_bytes), self._topics["deadletter"]
                 )
-            timings["deadletter"] = time.monotonic() - began
+            timings.update(_run_concurrently(writes, began))
             s = self.stats
             s.batches += 1
             s.rows += rows
@@ -674,7 +685,7 @@ class StreamJob:
             log.debug("batch %d: %s; seconds since start when done: %s", batch_id, counts.asDict(),
                       {k: round(v, 2) for k, v in timings.items()})
         finally:
-            batch.unpersist()
+            raw.unpersist()
             self._busy.clear()
 
     def start(self) -> StreamingQuery:
