@@ -18,9 +18,10 @@ setup: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/fetch_jars.sh
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash jvm/preprocess/build.sh
 
-# Main job: score the bundled sample tweets with the shipped model and print a readable summary.
+# Main job: the whole flow on embedded defaults (broker, replay, stream, dispatcher, web app).
+DEMO_ARGS ?=
 demo: setup
-	$(VENV)/bin/sparktweet score --output var/demo/scored --show 12
+	$(VENV)/bin/sparktweet demo $(DEMO_ARGS)
 
 test: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/test.sh
@@ -36,4 +37,4 @@ lint: setup
 	$(VENV)/bin/ruff check --line-length 140 sparktweet jobs tests benchmarks
 
 clean:
-	rm -rf var/demo spark-warehouse metastore_db derby.log
+	rm -rf var/demo var/demo-stream spark-warehouse metastore_db derby.log

@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from sparktweet.config import get, load_config, resolve_path
 from sparktweet.errors import SparkTweetError
@@ -142,13 +142,29 @@ def cmd_stream(args: argparse.Namespace, config: dict) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, config: dict) -> int:
-    from sparktweet.demo import format_demo, run_demo
+    import threading
+
+    from sparktweet.demo import format_demo, format_web, run_demo, start_web
 
     result = run_demo(
         config, model_path=args.model or get(config, "model.path"), sample=resolve_path(args.input or SAMPLE),
-        workdir=resolve_out(args.workdir), keep_broker=args.keep_broker, show=args.show,
+        workdir=resolve_out(args.workdir), keep_broker=args.keep_broker, show=args.show, dispatch=not args.no_web,
     )
     print(format_demo(result))
+    if args.no_web:
+        return 0
+    web = start_web(config, port=args.port)
+    try:
+        print(format_web(result, web), flush=True)
+        stop = threading.Event()
+        _on_stop_signals(stop.set)
+        if args.serve_seconds > 0:
+            forever = args.serve_seconds == float("inf")
+            print("Serving until Ctrl-C." if forever else f"Serving for {args.serve_seconds:.0f} s (Ctrl-C stops it; "
+                  "--serve-seconds inf keeps it up).", flush=True)
+            stop.wait(None if forever else args.serve_seconds)
+    finally:
+        web.stop()
     return 0
 
 
@@ -235,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="var/demo-stream", help="Parquet output and checkpoint folder (emptied first)")
     p.add_argument("--keep-broker", action="store_true", help="leave the broker running afterwards")
     p.add_argument("--show", type=int, default=10, metavar="N", help="outbox records and dead letters to print")
+    p.add_argument("--serve-seconds", type=float, default=120.0, metavar="SECONDS",
+                   help="keep the web app up this long after printing its URLs (0: stop at once, inf: until Ctrl-C)")
+    p.add_argument("--port", type=int, help="web app port (default: the port of tickets.tracking_url, else a free one)")
+    p.add_argument("--no-web", action="store_true", help="stop after the stream: no dispatcher, no web app")
     p.set_defaults(func=cmd_demo)
     return parser
 

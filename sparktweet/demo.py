@@ -6,7 +6,12 @@
    (:func:`sparktweet.streaming.run_stream` with an ``available-now`` trigger that starts at the
    offsets the replay began at, so earlier runs' records are not read again),
 4. show what came out: the Parquet rows, the ``replies.outbox`` records with their ticket IDs and
-   reply texts, and the dead letters with their reasons (only this run's records).
+   reply texts, and the dead letters with their reasons (only this run's records),
+5. run the reply dispatcher in ``dry-run`` mode until the outbox is drained (tickets into the
+   ticket store, the replies it would post into ``var/dry_run_replies.jsonl``),
+6. start the web app (waitress) on the port of ``tickets.tracking_url``, fetch one ticket's
+   tracking page to check it, and print that URL and the agent dashboard's, with a one-off agent
+   token unless ``$SPARKTWEET_AGENT_TOKEN`` is set.
 
 Examples
 --------
@@ -47,6 +52,8 @@ class DemoResult:
     deadletters: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     show: int = 10
+    dispatch: dict[str, int] = field(default_factory=dict)
+    store_url: str = ""
 
 
 def end_offsets(config: Mapping[str, Any], topic: str, timeout: float = 10.0) -> dict[int, int]:
@@ -93,8 +100,10 @@ def run_demo(
     workdir: str = "var/demo-stream",
     keep_broker: bool = False,
     show: int = 10,
+    dispatch: bool = True,
 ) -> DemoResult:
-    """Broker up, replay ``sample``, stream it through ``model_path``, collect what came out."""
+    """Broker up, replay ``sample``, stream it through ``model_path``, collect what came out, and
+    (``dispatch``) let the dry-run dispatcher turn the outbox into tickets."""
     from pyspark.sql import functions as F
 
     from sparktweet import kafka_broker
@@ -131,6 +140,17 @@ def run_demo(
             by_category = {r[0]: r[1] for r in scored.where(F.col("category").isNotNull()).groupBy("category").count().collect()}
         outbox = [json.loads(m.value()) for m in read_since(config, topics["outbox"], start["outbox"])]
         dead = [json.loads(m.value()) for m in read_since(config, topics["deadletter"], start["deadletter"])]
+        dispatched: dict[str, int] = {}
+        if dispatch:
+            from sparktweet import dispatcher
+            from sparktweet.store import TicketStore
+
+            store = TicketStore.from_config(config)
+            try:
+                # Idle once the group's partitions are assigned and nothing is left to read.
+                dispatched = dispatcher.run(config, "dry-run", store=store, exit_when_idle_s=2.0)
+            finally:
+                store.close()
     finally:
         if not keep_broker and not already_running:
             kafka_broker.stop(config)
@@ -138,8 +158,16 @@ def run_demo(
         replay=summary, stream=job.stats.as_dict(), output=output, parquet_rows=rows,
         by_sentiment=dict(Counter(by_sentiment).most_common()), by_category=dict(Counter(by_category).most_common()),
         outbox=sorted(outbox, key=lambda r: r.get("tweet_id", "")), deadletters=dead,
-        seconds=time.monotonic() - began, show=show,
+        seconds=time.monotonic() - began, show=show, dispatch=dispatched, store_url=_redacted_store_url(config),
     )
+
+
+def _redacted_store_url(config: Mapping[str, Any]) -> str:
+    from sqlalchemy.engine import make_url
+
+    from sparktweet.store import url_from_config
+
+    return make_url(url_from_config(config)).render_as_string(hide_password=True)
 
 
 def _short(text: str | None, width: int = 90) -> str:
@@ -170,4 +198,86 @@ def format_demo(result: DemoResult) -> str:
     for rec in result.deadletters[: result.show]:
         where = f"{rec.get('topic')}[{rec.get('partition')}]@{rec.get('offset')}"
         lines.append(f"  [{rec.get('stage')}] {rec.get('error')}  ({where}: {_short(rec.get('original'), 60)})")
+    if result.dispatch:
+        d = result.dispatch
+        lines += ["", (f"Dispatcher (dry-run): {d.get('tickets_created', 0)} new tickets in {result.store_url}, "
+                       f"{d.get('outbox_duplicates', 0)} already known, {d.get('dry_run_replies', 0)} replies written to "
+                       f"the dry-run file instead of posted, {d.get('outbox_deadletter', 0)} dead-lettered")]
+    return "\n".join(lines)
+
+
+# --- the web app ------------------------------------------------------------------------------
+
+
+@dataclass
+class WebApp:
+    """The Flask app served by waitress in a background thread (:func:`start_web`)."""
+
+    base_url: str
+    token: str
+    token_generated: bool
+    server: Any
+    thread: Any
+
+    def stop(self) -> None:
+        self.server.close()
+        self.thread.join(timeout=10)
+
+
+def _port_of(url: str, default: int = 8080) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default
+
+
+def start_web(config: Mapping[str, Any], port: int | None = None) -> WebApp:
+    """Serve the ticket tracking pages and the dashboard on the host and port of
+    ``tickets.tracking_url`` (the links in the replies), or on a free port when that one is taken."""
+    import secrets
+    import threading
+
+    from waitress import create_server
+
+    from sparktweet.config import get
+    from sparktweet.store import TicketStore
+    from sparktweet.web import AGENT_TOKEN_ENV, create_app
+
+    host, wanted = _port_of(str(get(config, "tickets.tracking_url", "")))
+    token = os.environ.get(AGENT_TOKEN_ENV)
+    generated = not token
+    token = token or secrets.token_urlsafe(24)
+    app = create_app({"SPARKTWEET": dict(config), "STORE": TicketStore.from_config(config), "AGENT_TOKEN": token})
+    try:
+        server = create_server(app, host=host, port=wanted if port is None else port, threads=4)
+    except OSError as exc:
+        log.warning("Port %d is taken (%s): serving on a free port; the links in the replies point at %d.", wanted, exc, wanted)
+        server = create_server(app, host=host, port=0, threads=4)
+    thread = threading.Thread(target=server.run, name="sparktweet-web", daemon=True)
+    thread.start()
+    return WebApp(f"http://{host}:{server.effective_port}", token, generated, server, thread)
+
+
+def check_tracking_page(url: str, timeout: float = 10.0) -> str:
+    """Fetch a ticket's tracking page as JSON; a short status line ("open, 1 step") for the report."""
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        body = json.loads(resp.read())
+    return f"checked: HTTP {resp.status}, status {body.get('status')!r}"
+
+
+def format_web(result: DemoResult, web: WebApp) -> str:
+    """Where to look: one ticket's tracking URL (checked) and the dashboard."""
+    first = next((r for r in result.outbox if r.get("ticket_id")), None)
+    lines = ["", f"Web app: {web.base_url}/ (waitress)"]
+    if first is not None:
+        url = f"{web.base_url}/tickets/{first['ticket_id']}"
+        lines.append(f"  track a ticket: {url}  ({check_tracking_page(url)})")
+    lines.append(f"  agent dashboard: {web.base_url}/dashboard")
+    if web.token_generated:
+        lines.append(f"  agent token for this run (set SPARKTWEET_AGENT_TOKEN to choose one): {web.token}")
+    else:
+        lines.append("  agent token: the value of $SPARKTWEET_AGENT_TOKEN")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -35,6 +36,7 @@ from sparktweet.demo import read_since
 from sparktweet.errors import ConfigError
 from sparktweet.kafka_io import encode_tweet, ensure_topics, producer, topic_name
 from sparktweet.replay import read_dump
+from sparktweet.store import TicketStore
 from sparktweet.streaming import (
     PARQUET_COLUMNS,
     ProgressLogger,
@@ -42,9 +44,10 @@ from sparktweet.streaming import (
     StreamOptions,
     _apply_trigger,
     deadletter_records,
-    flag_duplicates,
+    mark_first_records,
     outbox_records,
     parse_records,
+    resolve_duplicates,
     run_stream,
     score_stream,
 )
@@ -67,7 +70,9 @@ def tiny_model(spark, shared_data, tmp_path_factory):
 
 def _kafka_frame(spark, values, keys=None, partition=0, topic="tweets.raw", first_offset=0):
     keys = keys or [None] * len(values)
-    rows = [(k, v, topic, partition, first_offset + i, None) for i, (k, v) in enumerate(zip(keys, values))]
+    when = dt.datetime(2026, 11, 25, 10, 0, 0)
+    rows = [(k, v, topic, partition, first_offset + i, when + dt.timedelta(seconds=first_offset + i))
+            for i, (k, v) in enumerate(zip(keys, values))]
     return spark.createDataFrame(rows, KAFKA_SCHEMA)
 
 
@@ -146,7 +151,7 @@ def test_parse_records_gives_the_canonical_record_and_keeps_the_original(spark):
     assert (row["kafka_key"], row["_value"], row["kafka_partition"], row["kafka_offset"]) == (b"570306133677760513", value, 0, 0)
 
 
-def test_flag_duplicates_keeps_the_first_record_of_a_tweet_id_across_batches(spark, tmp_path):
+def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path):
     batches = [
         [b'{"tweet_id": "11", "text": "first"}', b'{"tweet_id": "12", "text": "other"}', b'{"tweet_id": "11", "text": "first"}'],
         [b'{"tweet_id": "11", "text": "changed"}', b"not json", b"not json", b'{"tweet_id": "13", "text": "new"}'],
@@ -155,13 +160,18 @@ def test_flag_duplicates_keeps_the_first_record_of_a_tweet_id_across_batches(spa
     source.mkdir()
     stream = (spark.readStream.schema(KAFKA_SCHEMA).option("maxFilesPerTrigger", 1).option("recursiveFileLookup", "true")
               .parquet(str(source)))
-    flagged = flag_duplicates(parse_records(stream), ttl_s=600).select("kafka_offset", "error", "_stage")
-    name = f"dedup_{uuid.uuid4().hex[:8]}"
-    spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
+    parsed = parse_records(stream)
+    marked = mark_first_records(score_stream(None, parsed), parsed, ttl_s=600)
+    seen: list = []
+
+    def collect(batch, batch_id):
+        batch.persist()
+        seen.extend(resolve_duplicates(batch).select("kafka_offset", "error", "_stage").collect())
+        batch.unpersist()
+
     offset = 0
     _kafka_frame(spark, batches[0]).coalesce(1).write.parquet(str(source / "0"))
-    query = (flagged.writeStream.format("memory").queryName(name).outputMode("append")
-             .option("checkpointLocation", str(tmp_path / "checkpoint")).start())
+    query = marked.writeStream.foreachBatch(collect).option("checkpointLocation", str(tmp_path / "checkpoint")).start()
     try:
         query.processAllAvailable()
         offset += len(batches[0])
@@ -169,20 +179,21 @@ def test_flag_duplicates_keeps_the_first_record_of_a_tweet_id_across_batches(spa
         query.processAllAvailable()  # a second micro-batch: the state of the first one is used
     finally:
         query.stop()
-        spark.conf.unset("spark.sql.streaming.noDataMicroBatches.enabled")
+    dup = "duplicate tweet_id 11: a record with this id was already accepted (or this one is older than the duplicate-check window)"
     expected = spark.createDataFrame(
         [
             (0, None, None),
             (1, None, None),
-            (2, "duplicate tweet_id 11: first seen at tweets.raw[0]@0 (same text)", "dedup"),
-            (3, "duplicate tweet_id 11: first seen at tweets.raw[0]@0 (different text)", "dedup"),
+            (2, dup, "dedup"),
+            (3, dup, "dedup"),
             (4, "value is not valid JSON", "parse"),
             (5, "value is not valid JSON", "parse"),
             (6, None, None),
         ],
         "kafka_offset long, error string, _stage string",
     )
-    assert_df_equality(spark.table(name).orderBy("kafka_offset"), expected, ignore_nullable=True)
+    got = spark.createDataFrame(seen, "kafka_offset long, error string, _stage string").orderBy("kafka_offset")
+    assert_df_equality(got, expected, ignore_nullable=True)
 
 
 class _FakeStages(Transformer):
@@ -398,13 +409,36 @@ def test_demo_command_shows_the_flow(kafka_broker, tiny_model, tmp_path, capsys)
                  if kafka_broker["kafka"].get(key)]
     for logical in ("raw", "outbox", "deadletter"):
         overrides += ["--set", f"kafka.topics.{logical}={topic_name(config, logical)}"]
-    assert main(["demo", "--model", str(tiny_model), "--workdir", str(tmp_path / "demo"), *overrides]) == 0
+    db = tmp_path / "tickets.db"
+    dry_run = tmp_path / "dry_run.jsonl"
+    overrides += ["--set", f"store.url=sqlite:///{db}", "--set", f"dispatch.dry_run_path={dry_run}",
+                  "--set", f"dispatch.group_id=demo-{uuid.uuid4().hex[:8]}"]
+    assert main(["demo", "--model", str(tiny_model), "--workdir", str(tmp_path / "demo"), "--port", "0",
+                 "--serve-seconds", "0", *overrides]) == 0
     out = capsys.readouterr().out
     assert "Replayed 40 tweets from sample_tweets.jsonl" in out
     assert "Parquet: 37 rows" in out
     assert "[parse] value is not valid JSON" in out and "[parse] missing text" in out
     assert "reply: " in out and "Track it at http://127.0.0.1:8080/tickets/" in out
     assert broker.status(kafka_broker).reachable, "the demo must leave a broker it did not start running"
+
+    # The dispatcher (dry-run) turned every outbox record into one ticket, and the web app served
+    # the tracking page of the first one (the demo fetched it itself) and the dashboard's URL.
+    outbox_ids = re.findall(r"^  ([A-Z]+-\d{6}-[0-9A-Z]{7})  \[", out, flags=re.MULTILINE)
+    assert outbox_ids, out
+    tickets = re.search(r"Dispatcher \(dry-run\): (\d+) new tickets", out)
+    store = TicketStore(f"sqlite:///{db}")
+    try:
+        assert int(tickets.group(1)) == sum(store.counts("status").values()) > 0
+        assert all(store.get(t).ticket_id == t for t in outbox_ids)
+        written = [json.loads(line) for line in dry_run.read_text().splitlines()]
+        assert written and all(store.get(w["ticket_id"]).reply_text == w["text"] and len(w["text"]) <= 280 for w in written)
+    finally:
+        store.close()
+    track = re.search(r"track a ticket: (http://127\.0\.0\.1:\d+)/tickets/(\S+)  \(checked: HTTP 200, status 'open'\)", out)
+    assert track and track.group(2) == outbox_ids[0], out
+    assert f"agent dashboard: {track.group(1)}/dashboard" in out
+    assert re.search(r"agent token for this run .*: \S{32}", out)
 
 
 @pytest.mark.kafka
