@@ -124,8 +124,9 @@ def cmd_ingest(args: argparse.Namespace, config: dict) -> int:
 
 def cmd_stream(args: argparse.Namespace, config: dict) -> int:
     from sparktweet.session import build_session
-    from sparktweet.streaming import run_stream
+    from sparktweet.streaming import require_topics, run_stream
 
+    require_topics(config)  # before Spark starts: a missing topic is a quick, clear error
     spark = build_session(config, app_name="sparktweet-stream")
     options = {
         "trigger": args.trigger, "starting_offsets": args.starting_offsets,
@@ -198,9 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=0, metavar="N", help="print N scored tweets")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("kafka", help="the local Kafka broker: start|stop|status|restart|logs")
+    p = sub.add_parser("kafka", help="the local Kafka broker: start|stop|status|restart|logs; topics: create the project topics on the configured brokers")
     _common(p)
-    p.add_argument("action", choices=["start", "stop", "status", "restart", "logs"])
+    p.add_argument("action", choices=["start", "stop", "status", "restart", "logs", "topics"])
     p.set_defaults(func=cmd_kafka)
 
     p = sub.add_parser("dispatch", help="replies.outbox -> ticket store -> replies on X (exactly once per tweet)")

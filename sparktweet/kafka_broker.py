@@ -568,14 +568,17 @@ def status(config: Mapping[str, Any], timeout: float = 3.0) -> BrokerStatus:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``start|stop|status|restart|logs`` with ``--conf FILE`` and ``--set key=value``.
+    """``start|stop|status|restart|logs|topics`` with ``--conf FILE`` and ``--set key=value``.
+
+    ``topics`` creates the project's topics on the configured brokers (any cluster, not only the
+    local one) if they are missing, and prints them with their partition counts.
 
     Exit codes: 0 done (``status``: a broker answers), 1 error, 3 ``status``: not running.
     """
     parser = argparse.ArgumentParser(
         prog="python -m sparktweet.kafka_broker", description="Manage the local single-node Kafka broker."
     )
-    parser.add_argument("command", choices=["start", "stop", "status", "restart", "logs"])
+    parser.add_argument("command", choices=["start", "stop", "status", "restart", "logs", "topics"])
     parser.add_argument("--conf", action="append", default=[], metavar="FILE", help="extra YAML config file")
     parser.add_argument(
         "--set",
@@ -599,6 +602,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write("kafka stopped\n" if was_running else "kafka was not running\n")
         elif args.command == "logs":
             sys.stdout.write(f"{log_tail(config)}\n")
+        elif args.command == "topics":
+            from sparktweet.kafka_io import ensure_topics
+
+            for name, partitions in sorted(ensure_topics(config).items()):
+                sys.stdout.write(f"{name}\t{partitions} partitions\n")
         else:
             state = status(config)
             sys.stdout.write(f"{state}\n")

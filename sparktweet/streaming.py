@@ -824,6 +824,24 @@ def start_stream(
     return job
 
 
+def require_topics(config: Mapping[str, Any], timeout: float = 30.0) -> None:
+    """Fail at once, naming them, when the source or sink topics do not exist: brokers usually do
+    not auto-create topics, and Spark's Kafka writer would otherwise wait for them forever."""
+    wanted = {kafka_io.topic_name(config, name) for name in ("raw", "outbox", "deadletter")}
+    try:
+        existing = set(kafka_io.list_topics(config, timeout=timeout))
+    except Exception as exc:  # librdkafka raises KafkaException; say what we tried
+        raise kafka_io.KafkaError(
+            f"Cannot list the topics of {get(config, 'kafka.bootstrap_servers')}: {exc}"
+        ) from exc
+    missing = sorted(wanted - existing)
+    if missing:
+        raise kafka_io.KafkaError(
+            f"Kafka topics {', '.join(missing)} do not exist on {get(config, 'kafka.bootstrap_servers')}. "
+            "Create them with 'sparktweet kafka topics' (same --conf/--set) or your cluster's tooling."
+        )
+
+
 def run_stream(
     spark: SparkSession,
     config: Mapping[str, Any],
@@ -865,6 +883,7 @@ def run_stream(
         from sparktweet.training import load_model
 
         model = load_model(model_path)
+    require_topics(config)
     job = StreamJob(spark, config, model, output, checkpoint, StreamOptions.from_config(config, **options))
     previous: dict[int, Any] = {}
     if handle_signals and threading.current_thread() is threading.main_thread():

@@ -34,7 +34,7 @@ from sparktweet.cli import SAMPLE, main
 from sparktweet.config import load_config
 from sparktweet.demo import read_since
 from sparktweet.errors import ConfigError
-from sparktweet.kafka_io import encode_tweet, ensure_topics, producer, topic_name
+from sparktweet.kafka_io import KafkaError, encode_tweet, ensure_topics, producer, topic_name
 from sparktweet.replay import read_dump
 from sparktweet.store import TicketStore
 from sparktweet.streaming import (
@@ -47,6 +47,7 @@ from sparktweet.streaming import (
     mark_first_records,
     outbox_records,
     parse_records,
+    require_topics,
     resolve_duplicates,
     run_stream,
     score_stream,
@@ -534,3 +535,22 @@ def test_sigkill_mid_replay_then_restart_from_the_checkpoint(spark, kafka_broker
     needing = {r.tweet_id for r in scored.where("needs_ticket").collect()}
     assert set(outbox) == needing
     assert all(len(set(ids)) == 1 for ids in outbox.values()), "a duplicate must carry the same ticket ID"
+
+
+@pytest.mark.kafka
+def test_stream_refuses_missing_topics_by_name_and_kafka_topics_creates_them(kafka_broker, tmp_path, capsys):
+    """Brokers do not auto-create topics: the job must say which are missing instead of waiting forever."""
+    tag = uuid.uuid4().hex[:8]
+    sets = [f"kafka.bootstrap_servers={kafka_broker['kafka']['bootstrap_servers']}", f"kafka.topics.raw=missing.raw.{tag}",
+            f"kafka.topics.outbox=missing.outbox.{tag}", f"kafka.topics.deadletter=missing.dead.{tag}"]
+    argv = [a for s in sets for a in ("--set", s)]
+    config = load_config(overrides=sets)
+    with pytest.raises(KafkaError, match=rf"missing\.dead\.{tag}, missing\.outbox\.{tag}, missing\.raw\.{tag} do not exist"):
+        run_stream(None, config, None, str(tmp_path / "out"), str(tmp_path / "ck"), handle_signals=False)
+    assert main(["stream", "--output", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "ck"), *argv]) != 0
+    assert "sparktweet kafka topics" in capsys.readouterr().err
+
+    assert main(["kafka", "topics", *argv]) == 0
+    out = capsys.readouterr().out
+    assert f"missing.raw.{tag}\t4 partitions" in out and f"missing.dead.{tag}\t1 partitions" in out
+    require_topics(config)  # now they exist
