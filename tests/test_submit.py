@@ -327,3 +327,82 @@ def test_spark_url_master_uses_local_python_and_adds_s3a_support_and_arrow_batch
 def test_refuses_what_cannot_work(args, message):
     proc = subprocess.run([str(SUBMIT), *args], check=False, capture_output=True, text=True, cwd=ROOT, env=_env(SPARK_VERSION="4.0.2"), timeout=60)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def _read_topic(config: dict, topic: str, expected: int, timeout_s: float = 60) -> list[tuple[str, dict]]:
+    """(key, value) of every record of ``topic``, from the start, once ``expected`` arrived."""
+    import uuid
+
+    from sparktweet.kafka_io import consumer
+
+    c = consumer(config, group_id=f"test-submit-{uuid.uuid4().hex[:8]}")
+    out: list[tuple[str, dict]] = []
+    try:
+        c.subscribe([topic])
+        deadline = time.monotonic() + timeout_s
+        while len(out) < expected and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is not None and not msg.error():
+                out.append((msg.key().decode(), json.loads(msg.value())))
+    finally:
+        c.close()
+    return sorted(out, key=lambda kv: (kv[0], json.dumps(kv[1], sort_keys=True)))
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+def test_stream_on_standalone_cluster_equals_local(standalone_cluster, kafka_broker, tmp_path):
+    """The stream job, submitted to the cluster, reads the same Kafka records as on local[*] and
+    writes the same Parquet rows and the same outbox records (keys, ticket IDs, reply texts)."""
+    import uuid
+
+    from sparktweet.cli import main as cli_main
+    from sparktweet.kafka_io import ensure_topics
+    from sparktweet.replay import replay
+
+    suffix = uuid.uuid4().hex[:8]
+    raw = f"test.submit.raw.{suffix}"
+    config = {**kafka_broker, "kafka": {**kafka_broker["kafka"], "topics": {**kafka_broker["kafka"]["topics"], "raw": raw}}}
+    ensure_topics(config)
+    summary = replay(config, str(SAMPLE), progress=False)
+    assert summary.sent == len(SAMPLE.read_text().splitlines())
+
+    def run(where: str, master: str, extra_conf: str, model: str) -> tuple[Path, str]:
+        outbox, dead = f"test.submit.outbox.{where}.{suffix}", f"test.submit.dead.{where}.{suffix}"
+        output = tmp_path / where / "tweets"
+        overrides = [f"kafka.bootstrap_servers={kafka_broker['kafka']['bootstrap_servers']}", f"kafka.topics.raw={raw}",
+                     f"kafka.topics.outbox={outbox}", f"kafka.topics.deadletter={dead}"]
+        assert cli_main(["kafka", "topics", *[a for o in overrides for a in ("--set", o)]]) == 0
+        submit(
+            "stream", "--master", master, "--model", model, "--output", str(output),
+            "--checkpoint", str(tmp_path / where / "checkpoint"), "--trigger", "available-now",
+            *[a for o in overrides for a in ("--set", o)],
+            logfile=tmp_path / f"stream-{where}.log",
+            env=_env(SPARK_SUBMIT_OPTS_EXTRA="--conf spark.ui.enabled=false" + extra_conf),
+        )
+        return output, outbox
+
+    local_out, local_outbox = run("local", "local[*]", "", str(MODEL))
+    cluster_out, cluster_outbox = run(
+        "cluster", standalone_cluster.url,
+        " --conf spark.executor.memory=768m --conf spark.cores.max=2"
+        " --conf spark.scheduler.minRegisteredResourcesRatio=1.0 --conf spark.scheduler.maxRegisteredResourcesWaitingTime=300s",
+        MODEL.resolve().as_uri(),
+    )
+
+    local_rows, cluster_rows = read_rows(local_out), read_rows(cluster_out)
+    assert 0 < len(local_rows) <= summary.sent  # the broken sample records are dead letters, not rows
+    assert len(cluster_rows) == len(local_rows)
+    for i, (c, l) in enumerate(zip(cluster_rows, local_rows)):
+        assert_same(c, l, f"row {i} (tweet_id {l['tweet_id']})")
+
+    tickets = sum(1 for r in local_rows if r["ticket_id"])
+    assert tickets > 0, "the model gave no tickets: the comparison would be trivial"
+    local_records = _read_topic(kafka_broker, local_outbox, tickets)
+    cluster_records = _read_topic(kafka_broker, cluster_outbox, tickets)
+    assert len(local_records) == tickets
+    # Lists, so assert_same compares the float scores with its tolerance (batches differ by cluster).
+    assert_same([list(kv) for kv in cluster_records], [list(kv) for kv in local_records], "outbox")
+
+    apps = [a for a in standalone_cluster.state()["completedapps"] if a["name"].startswith("sparktweet-stream")]
+    assert len(apps) == 1 and apps[0]["state"] == "FINISHED" and apps[0]["cores"] == 2, apps
