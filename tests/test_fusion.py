@@ -97,3 +97,20 @@ def test_keep_stop_words_model_fuses_on_text(shipped, tweets):
     sentiment._set(keepStopWords=True)
     model = PipelineModel([shipped.stages[0], sentiment])
     _assert_same(model.transform(tweets), fuse(model).transform(tweets))
+
+
+def test_fused_pipeline_runs_on_a_stream(shipped, tweets, spark, tmp_path):
+    """The stream job scores through enrich, hence fused: same rows on a streaming DataFrame."""
+    from contract import check_streaming
+
+    check_streaming(fuse(shipped), tweets, spark, tmp_path)
+
+
+def test_fused_equals_unfused_on_real_tweets(shipped, spark, shared_data):
+    """500 tweets of the shared data set: every output column equal, entities and tickets included."""
+    import pandas as pd
+
+    frame = pd.read_csv(shared_data / "Tweets.csv", dtype=str, keep_default_na=False).iloc[::29].head(500)
+    rows = list(zip(frame["tweet_id"], frame["text"], frame["tweet_created"], strict=True))
+    tweets = spark.createDataFrame(rows, "tweet_id string, text string, created_at string")
+    _assert_same(shipped.transform(tweets), fuse(shipped).transform(tweets))
