@@ -6,8 +6,9 @@
 Prints, in one run:
 
 1. whole-pipeline batch scoring with Spark ``local[2]`` (``sparktweet.scoring.score``: read the
-   input, all six stages, write Parquet), tweets/s, cold (first job: Python workers start and load
-   the models) and warm (second job on the same session);
+   input, all six stages, the Python ones fused into one worker pass, write Parquet), tweets/s,
+   cold (first job: Python workers start and load the models) and warm (second job on the same
+   session); ``--no-fuse`` runs each stage as its own pandas UDF instead, for comparison;
 2. the same models in one plain Python process without Spark (TextPreprocessor → GuidedLda.label →
    TextClassifier.predict ×2 → ner.extract → ticket ids and replies), tweets/s, and the ratio;
 3. one LSTM's inference alone (``TextClassifier.predict_proba`` on pre-tokenised tweets) beside the
@@ -293,10 +294,14 @@ def naive_udf_rate(spark, pipeline_model, input_path: str, n: int) -> float:
 
 
 def spark_main(args: argparse.Namespace, input_path: str) -> dict[str, Any]:
+    from sparktweet import scoring
     from sparktweet.scoring import score
     from sparktweet.session import build_session
     from sparktweet.training import load_model
 
+    if args.no_fuse:
+        # Every stage its own pandas UDF, as before sparktweet.fusion: for before/after figures.
+        scoring.fuse = lambda model: model
     out: dict[str, Any] = {}
     config = {"spark": {"master": f"local[{args.cores}]", "arrow_batch_size": args.arrow_batch, "log_level": "ERROR"}}
     mem = TreeMemory()
@@ -332,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=2, help="Spark local[N] (default 2).")
     parser.add_argument("--arrow-batch", type=int, default=2048, help="spark.sql.execution.arrow.maxRecordsPerBatch.")
     parser.add_argument("--plain-tf-threads", type=int, default=0, help="TensorFlow threads in the plain process (0: TF's default).")
+    parser.add_argument("--no-fuse", action="store_true", help="Score with one pandas UDF per stage (no sparktweet.fusion), for comparison.")
     parser.add_argument("--json", help="Also write the figures to this JSON file.")
     parser.add_argument("--plain-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
@@ -357,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ratio = results["spark_warm_tweets_per_s"] / results["plain_tweets_per_s"]
     lstm_ratio = results["lstm_tweets_per_s"] / results["naive_udf_tweets_per_s"]
     rows = [
-        (f"whole pipeline, Spark local[{args.cores}], warm (tweets/s)", f"{results['spark_warm_tweets_per_s']:,.0f}",
+        (f"whole pipeline, Spark local[{args.cores}]{', unfused' if args.no_fuse else ''}, warm (tweets/s)", f"{results['spark_warm_tweets_per_s']:,.0f}",
          f">= {FLOORS['pipeline']:,.0f}", verdict(results["spark_warm_tweets_per_s"], FLOORS["pipeline"])),
         ("whole pipeline, Spark, cold incl. worker start-up (tweets/s)", f"{results['spark_cold_tweets_per_s']:,.0f}", "reported", ""),
         ("same models, one plain Python process (tweets/s)", f"{results['plain_tweets_per_s']:,.0f}", "reported", ""),

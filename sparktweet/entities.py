@@ -31,6 +31,7 @@ from pyspark.sql.types import (
 
 from sparktweet import ner
 from sparktweet.errors import ConfigError, InputError
+from sparktweet.fusion import FusionStep
 from sparktweet.params import HasBatchSize, HasErrorCol, HasTextCol
 from sparktweet.persistence import (
     ArtifactRef,
@@ -80,14 +81,9 @@ def _entities_udf(
 ) -> Any:
     """The pandas UDF; its closure holds only the artifact reference and plain settings."""
 
-    def load(_: str) -> Any:
-        return ner.load_nlp(resolve_artifact(ref), model=model, max_length=max_length)
-
     @pandas_udf(_RESULT_TYPE)  # type: ignore[call-overload]
     def extract_entities(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        # Keyed by the patterns' digest, not their path: a saved and reloaded stage, or a copy,
-        # ships identical rules under a new name and should not cost a second load per worker.
-        nlp = cached(f"sparktweet.ner:{model}:{max_length}", digest, load)
+        nlp = _cached_nlp(ref, digest, model, max_length)
         for texts in batches:
             values = [None if pd.isna(t) else t for t in texts]
             results = ner.extract(nlp, values, batch_size=batch_size, labels=labels, max_length=max_length)
@@ -99,6 +95,29 @@ def _entities_udf(
             )
 
     return extract_entities
+
+
+def _cached_nlp(ref: ArtifactRef, digest: str, model: str, max_length: int) -> Any:
+    def load(_: str) -> Any:
+        return ner.load_nlp(resolve_artifact(ref), model=model, max_length=max_length)
+
+    # Keyed by the patterns' digest, not their path: a saved and reloaded stage, or a copy,
+    # ships identical rules under a new name and should not cost a second load per worker.
+    return cached(f"sparktweet.ner:{model}:{max_length}", digest, load)
+
+
+def _entities_kernel(
+    ref: ArtifactRef, digest: str, model: str, labels: tuple[str, ...], batch_size: int, max_length: int,
+    text_col: str, out_col: str, error_col: str, frame: pd.DataFrame,
+) -> dict[str, Any]:
+    """The stage as a pandas function for :mod:`sparktweet.fusion`: the same rows as ``_transform``."""
+    nlp = _cached_nlp(ref, digest, model, max_length)
+    previous = frame[error_col]
+    values = [t if pd.isna(e) and not pd.isna(t) else None for t, e in zip(frame[text_col], previous, strict=True)]
+    results = ner.extract(nlp, values, batch_size=batch_size, labels=labels, max_length=max_length)
+    entities = [None if r.entities is None else [e._asdict() for e in r.entities] for r in results]
+    errors = [e if not pd.isna(e) else r.error for e, r in zip(previous, results, strict=True)]
+    return {out_col: pd.Series(entities, dtype=object, index=frame.index), error_col: pd.Series(errors, dtype=object, index=frame.index)}
 
 
 class EntityExtractor(Transformer, HasTextCol, HasErrorCol, HasBatchSize, HasArtifacts):
@@ -262,10 +281,11 @@ class EntityExtractor(Transformer, HasTextCol, HasErrorCol, HasBatchSize, HasArt
             self._set_artifact_dir(directory)
         return super()._require_artifacts()
 
-    def _transform(self, dataset: DataFrame) -> DataFrame:
-        text_col, out_col, error_col = self.getTextCol(), self.getOutputCol(), self.getErrorCol()
-        if text_col not in dataset.columns:
-            raise InputError(f"EntityExtractor: input column {text_col!r} not found; the DataFrame has {dataset.columns}.")
+    def _udf_key(self, columns: list[str]) -> tuple[Any, ...]:
+        """Checks the input and params; returns the UDF's settings (artifact, digest, model, labels, batch, max length)."""
+        text_col = self.getTextCol()
+        if text_col not in columns:
+            raise InputError(f"EntityExtractor: input column {text_col!r} not found; the DataFrame has {columns}.")
         labels = tuple(self.getLabels())
         unknown = sorted(set(labels) - set(ner.LABELS))
         if unknown:
@@ -273,7 +293,22 @@ class EntityExtractor(Transformer, HasTextCol, HasErrorCol, HasBatchSize, HasArt
         model = self.getSpacyModel()
         ner.check_model(model)
         ref = self._artifact_ref()
-        key = (ref, ner.patterns_digest(ref.local_path), model, labels, self.getBatchSize(), self.getMaxTextLength())
+        return (ref, ner.patterns_digest(ref.local_path), model, labels, self.getBatchSize(), self.getMaxTextLength())
+
+    def _fusion_step(self, columns: list[str]) -> FusionStep:
+        """This stage as one step of a fused pass (:func:`sparktweet.fusion.fuse`)."""
+        key = self._udf_key(columns)
+        text_col, out_col, error_col = self.getTextCol(), self.getOutputCol(), self.getErrorCol()
+        return FusionStep(
+            inputs=(text_col, error_col),
+            outputs=((out_col, ENTITIES_TYPE), (error_col, StringType())),
+            kernel=functools.partial(_entities_kernel, *key, text_col, out_col, error_col),
+            text_inputs=frozenset({text_col}),
+        )
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        text_col, out_col, error_col = self.getTextCol(), self.getOutputCol(), self.getErrorCol()
+        key = self._udf_key(dataset.columns)
         if self._udfs is None:
             self._udfs = {}
         if key not in self._udfs:

@@ -7,20 +7,30 @@ once per Python worker. TensorFlow is imported inside the worker only.
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
+from pyspark.sql.types import DoubleType, StringType
 
 from sparktweet.errors import InputError
+from sparktweet.fusion import FusionStep
 from sparktweet.params import HasBatchSize, HasErrorCol, HasTextCol, HasTokensCol
 from sparktweet.persistence import ArtifactRef, HasArtifacts, new_artifact_dir
-from sparktweet.workers import cached, error_column, resolve_artifact, with_struct_outputs
+from sparktweet.workers import (
+    cached,
+    error_column,
+    resolve_artifact,
+    with_struct_outputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +104,11 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
 
         tokensCol is required either way: a row TweetPreprocessor could not tokenise is unusable.
         """
+        return self._input_of(dataset.columns)
+
+    def _input_of(self, columns: list[str]) -> str:
         for col in dict.fromkeys([self.getTokensCol(), self.getTextCol() if self.getOrDefault(self.keepStopWords) else self.getTokensCol()]):
-            if col not in dataset.columns:
+            if col not in columns:
                 raise InputError(f"{type(self).__name__}: input column {col!r} is missing; put a TweetPreprocessor before it.")
         return self.getTextCol() if self.getOrDefault(self.keepStopWords) else self.getTokensCol()
 
@@ -120,6 +133,19 @@ def _text_tokens(texts) -> list[list[str]]:
     return [pre.tokenize(t) for t in texts]
 
 
+def _predict(clf, inputs: pd.Series, present: np.ndarray, from_text: bool, batch_size: int) -> tuple[pd.Series, pd.Series]:
+    """Predicted label and its probability for the ``present`` rows of ``inputs``; nulls elsewhere."""
+    n = len(inputs)
+    pred = pd.Series([None] * n, dtype="object", index=inputs.index)
+    prob = pd.Series([None] * n, dtype="float64", index=inputs.index)
+    if present.any():
+        rows = _text_tokens(inputs[present]) if from_text else [list(t) for t in inputs[present]]
+        labels, scores = clf.predict(rows, batch_size=batch_size)
+        pred[present] = labels
+        prob[present] = scores.astype("float64")
+    return pred, prob
+
+
 def _score_udf(ref: ArtifactRef, batch_size: int, threads: int, from_text: bool):
     """A pandas UDF scoring token arrays (or texts); captures only a path reference and plain config."""
 
@@ -127,18 +153,22 @@ def _score_udf(ref: ArtifactRef, batch_size: int, threads: int, from_text: bool)
     def score(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         clf = cached("lstm", resolve_artifact(ref), lambda p: _load_classifier(p, threads))
         for inputs in batches:
-            n = len(inputs)
-            pred = pd.Series([None] * n, dtype="object")
-            prob = pd.Series([None] * n, dtype="float64")
-            present = inputs.notna().to_numpy()
-            if present.any():
-                rows = _text_tokens(inputs[present]) if from_text else [list(t) for t in inputs[present]]
-                labels, scores = clf.predict(rows, batch_size=batch_size)
-                pred[present] = labels
-                prob[present] = scores.astype("float64")
-            yield pd.DataFrame({"prediction": pred, "score": prob, "error": pd.Series([None] * n, dtype="object")})
+            pred, prob = _predict(clf, inputs, inputs.notna().to_numpy(), from_text, batch_size)
+            yield pd.DataFrame({"prediction": pred, "score": prob, "error": pd.Series([None] * len(inputs), dtype="object")})
 
     return score
+
+
+def _score_kernel(ref: ArtifactRef, batch_size: int, threads: int, from_text: bool, input_col: str, tokens_col: str, error_col: str,
+                  prediction_col: str, score_col: str, frame: pd.DataFrame) -> dict[str, Any]:
+    """The model as a pandas function for :mod:`sparktweet.fusion`: the same rows as ``_transform``."""
+    clf = cached("lstm", resolve_artifact(ref), lambda p: _load_classifier(p, threads))
+    errors = frame[error_col]
+    usable = errors.isna().to_numpy() & frame[input_col].notna().to_numpy()
+    if from_text:
+        usable &= frame[tokens_col].notna().to_numpy()
+    pred, prob = _predict(clf, frame[input_col], usable, from_text, batch_size)
+    return {prediction_col: pred, score_col: prob, error_col: errors}
 
 
 class LstmClassifierModel(Model, _LstmParams, HasArtifacts):
@@ -147,6 +177,21 @@ class LstmClassifierModel(Model, _LstmParams, HasArtifacts):
     def getClassifier(self):
         """The Keras classifier on the driver (for evaluation and plain-Python use)."""
         return _load_classifier(self._require_artifacts(), 0)
+
+    def _fusion_step(self, columns: list[str]) -> FusionStep:
+        """This model as one step of a fused pass (:func:`sparktweet.fusion.fuse`)."""
+        col, err = self._input_of(columns), self.getErrorCol()
+        from_text = self.getOrDefault(self.keepStopWords)
+        kernel = functools.partial(
+            _score_kernel, self._artifact_ref(), self.getBatchSize(), self.getOrDefault(self.tfThreads), from_text, col,
+            self.getTokensCol(), err, self.getPredictionCol(), self.getScoreCol(),
+        )
+        return FusionStep(
+            inputs=tuple(dict.fromkeys([col, self.getTokensCol(), err])),
+            outputs=((self.getPredictionCol(), StringType()), (self.getScoreCol(), DoubleType()), (err, StringType())),
+            kernel=kernel,
+            text_inputs=frozenset({col}) if from_text else frozenset(),
+        )
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         col, err = self._input(dataset), self.getErrorCol()

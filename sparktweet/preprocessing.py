@@ -15,6 +15,9 @@ so over-long texts never reach the tokeniser.
 
 from __future__ import annotations
 
+import functools
+import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +31,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StringType
 
 from sparktweet.errors import ConfigError, InputError
+from sparktweet.fusion import FusionStep
 from sparktweet.params import HasErrorCol, HasTextCol, HasTokensCol
 from sparktweet.session import JARS_DIR
 from sparktweet.text import TextPreprocessor
@@ -77,6 +81,39 @@ def _pandas_tokens(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
     pre = cached("text-preprocessor", "sparktweet/resources", _load_preprocessor)
     for texts in batches:
         yield pd.Series([pre.tokenize(t) if isinstance(t, str) else None for t in texts], dtype=object)
+
+
+# Spark's rlike("^\\s*$") in Python: Java's \\s is ASCII whitespace only, and its $ also matches
+# before one final line terminator, of which U+0085, U+2028 and U+2029 are not \\s.
+_BLANK = re.compile(r"[ \t\n\x0b\f\r]*[\u0085\u2028\u2029]?")
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _tokens_kernel(text_col: str, tokens_col: str, error_col: str, max_chars: int, min_tokens: int, frame: pd.DataFrame) -> dict[str, Any]:
+    """The stage as a pandas function for :mod:`sparktweet.fusion`: the same tokens and errors as ``_transform``."""
+    pre = cached("text-preprocessor", "sparktweet/resources", _load_preprocessor)
+    tokens: list[Any] = []
+    errors: list[Any] = []
+    for text, incoming in zip(frame[text_col], frame[error_col], strict=True):
+        got, error = None, None
+        if not _is_null(incoming):
+            error = incoming
+        elif _is_null(text):
+            error = "missing text"
+        elif _BLANK.fullmatch(text):
+            error = "empty text"
+        elif len(text) > max_chars:
+            error = f"text too long ({len(text)} chars > maxChars {max_chars})"
+        else:
+            got = pre.tokenize(text)
+            if len(got) < min_tokens:
+                got, error = None, f"too few tokens ({len(got)} < minTokens {min_tokens})"
+        tokens.append(got)
+        errors.append(error)
+    return {tokens_col: pd.Series(tokens, dtype=object, index=frame.index), error_col: pd.Series(errors, dtype=object, index=frame.index)}
 
 
 def register_jvm_function(spark: SparkSession, name: str = JVM_FUNCTION, class_name: str = JVM_CLASS) -> None:
@@ -224,12 +261,29 @@ class TweetPreprocessor(Transformer, HasTextCol, HasTokensCol, HasErrorCol, Defa
         """Gets the value of minTokens or its default value."""
         return self.getOrDefault(self.minTokens)
 
+    def _check_input(self, columns: list[str]) -> None:
+        if self.getTextCol() not in columns:
+            raise InputError(
+                f"TweetPreprocessor expects a text column {self.getTextCol()!r} (param textCol); the input has {columns}."
+            )
+
+    def _fusion_step(self, columns: list[str]) -> FusionStep | None:
+        """The pandas backend as one step of a fused pass (:func:`sparktweet.fusion.fuse`); the JVM backend is not fused."""
+        self._check_input(columns)
+        if self.getBackend() != "pandas":
+            return None
+        text_col, tokens_col, error_col = self.getTextCol(), self.getTokensCol(), self.getErrorCol()
+        kernel = functools.partial(_tokens_kernel, text_col, tokens_col, error_col, self.getMaxChars(), self.getMinTokens())
+        return FusionStep(
+            inputs=(text_col, error_col),
+            outputs=((tokens_col, TOKENS_TYPE), (error_col, StringType())),
+            kernel=kernel,
+            text_inputs=frozenset({text_col}),
+        )
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
         text_col, tokens_col, error_col = self.getTextCol(), self.getTokensCol(), self.getErrorCol()
-        if text_col not in dataset.columns:
-            raise InputError(
-                f"TweetPreprocessor expects a text column {text_col!r} (param textCol); the input has {dataset.columns}."
-            )
+        self._check_input(dataset.columns)
         max_chars, min_tokens = self.getMaxChars(), self.getMinTokens()
         text = F.col(text_col).cast("string")
         length = F.char_length(text)

@@ -12,6 +12,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from sparktweet.fusion import fuse
 from sparktweet.records import read_tweets
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,10 @@ def enrich(model: PipelineModel, tweets: DataFrame, keep: Sequence[str] = ()) ->
     """Apply the pipeline to canonical rows and keep the output columns (works on streams too).
 
     ``keep`` names extra input columns carried through to the output (e.g. Kafka metadata).
+    Consecutive Python stages run fused in one worker pass (:func:`sparktweet.fusion.fuse`),
+    with the same rows as ``model.transform``.
     """
-    scored = model.transform(tweets)
+    scored = fuse(model).transform(tweets)
     missing = [c for c in OUTPUT_COLUMNS if c not in scored.columns]
     if missing:
         log.warning("model output lacks %s; writing them as nulls", missing)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
@@ -12,9 +14,11 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
+from pyspark.sql.types import DoubleType, StringType
 
 from sparktweet.categories import load_categories
 from sparktweet.errors import InputError
+from sparktweet.fusion import FusionStep
 from sparktweet.lstm import LstmClassifier, LstmClassifierModel, _LstmParams
 from sparktweet.params import HasBatchSize, HasCategoriesPath, HasErrorCol, HasTokensCol
 from sparktweet.text import NEGATIONS, PLACEHOLDERS
@@ -106,22 +110,35 @@ def _load_lda(path: str):
     return GuidedLda.load(path)
 
 
+def _label(lda, tokens: pd.Series, present: np.ndarray) -> tuple[pd.Series, pd.Series]:
+    """Topic code and probability of the ``present`` rows of ``tokens``; nulls elsewhere."""
+    n = len(tokens)
+    codes = pd.Series([None] * n, dtype="object", index=tokens.index)
+    scores = pd.Series([None] * n, dtype="float64", index=tokens.index)
+    if present.any():
+        got, prob = lda.label([list(t) for t in tokens[present]])
+        codes[present] = got
+        scores[present] = prob.astype("float64")
+    return codes, scores
+
+
 def _label_udf(ref: ArtifactRef):
     @pandas_udf("label string, score double, error string")  # type: ignore[call-overload]
     def label(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         lda = cached("lda", resolve_artifact(ref), _load_lda)
         for tokens in batches:
-            n = len(tokens)
-            codes = pd.Series([None] * n, dtype="object")
-            scores = pd.Series([None] * n, dtype="float64")
-            present = tokens.notna().to_numpy()
-            if present.any():
-                got, prob = lda.label([list(t) for t in tokens[present]])
-                codes[present] = got
-                scores[present] = prob.astype("float64")
-            yield pd.DataFrame({"label": codes, "score": scores, "error": pd.Series([None] * n, dtype="object")})
+            codes, scores = _label(lda, tokens, tokens.notna().to_numpy())
+            yield pd.DataFrame({"label": codes, "score": scores, "error": pd.Series([None] * len(tokens), dtype="object")})
 
     return label
+
+
+def _label_kernel(ref: ArtifactRef, tokens_col: str, error_col: str, label_col: str, score_col: str, frame: pd.DataFrame) -> dict[str, Any]:
+    """The model as a pandas function for :mod:`sparktweet.fusion`: the same rows as ``_transform``."""
+    lda = cached("lda", resolve_artifact(ref), _load_lda)
+    errors = frame[error_col]
+    codes, scores = _label(lda, frame[tokens_col], errors.isna().to_numpy() & frame[tokens_col].notna().to_numpy())
+    return {label_col: codes, score_col: scores, error_col: errors}
 
 
 class TopicLabelerModel(Model, _TopicLabelerParams, HasArtifacts):
@@ -136,10 +153,24 @@ class TopicLabelerModel(Model, _TopicLabelerParams, HasArtifacts):
         """The gensim model on the driver, for reports."""
         return _load_lda(self._require_artifacts())
 
+    def _check_input(self, columns: list[str]) -> None:
+        if self.getTokensCol() not in columns:
+            raise InputError(f"TopicLabelerModel: input column {self.getTokensCol()!r} is missing; put a TweetPreprocessor before it.")
+
+    def _fusion_step(self, columns: list[str]) -> FusionStep:
+        """This model as one step of a fused pass (:func:`sparktweet.fusion.fuse`)."""
+        self._check_input(columns)
+        tokens_col, err = self.getTokensCol(), self.getErrorCol()
+        kernel = functools.partial(_label_kernel, self._artifact_ref(), tokens_col, err, self.getLabelCol(), self.getScoreCol())
+        return FusionStep(
+            inputs=(tokens_col, err),
+            outputs=((self.getLabelCol(), StringType()), (self.getScoreCol(), DoubleType()), (err, StringType())),
+            kernel=kernel,
+        )
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
         tokens_col, err = self.getTokensCol(), self.getErrorCol()
-        if tokens_col not in dataset.columns:
-            raise InputError(f"TopicLabelerModel: input column {tokens_col!r} is missing; put a TweetPreprocessor before it.")
+        self._check_input(dataset.columns)
         tokens = F.when(error_column(dataset, err).isNull(), F.col(tokens_col))
         udf = _label_udf(self._artifact_ref())
         return with_struct_outputs(dataset, udf(tokens), [self.getLabelCol(), self.getScoreCol()], err, field_names=["label", "score"])
