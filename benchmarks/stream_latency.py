@@ -1,0 +1,318 @@
+"""End-to-end latency and throughput of the stream job on a real local Kafka broker.
+
+For each variant (the saved model, then the same job with the model stages replaced by a trivial
+SQL stage that asks a ticket for every tweet):
+
+1. start a fresh stream job (own topics, output and checkpoint) in this process (``local[*]``);
+2. warm it up with ``--warmup`` tweets and wait until they are written (Python workers started,
+   models loaded), so the figures are those of a running job, not of its start-up;
+3. replay ``--rate`` tweets/s for ``--duration`` seconds (token bucket, fresh tweet ids, texts
+   from the bundled sample or ``--texts`` CSV) and measure, per tweet,
+   * produce -> outbox: the ``replies.outbox`` record's timestamp minus the ``tweets.raw``
+     record's timestamp (both CreateTime, stamped by the producers: librdkafka at produce time,
+     Spark's Kafka writer at send time), for tweets that got a ticket;
+   * produce -> Parquet: the modification time of the Parquet file holding the row minus the
+     ``tweets.raw`` timestamp (the file is complete then; the commit to the checkpoint follows);
+4. measure the maximum sustained rate: push a backlog of ``--backlog`` tweets at once and divide
+   by the time the job takes to drain it (micro-batches of ``--max-offsets-per-trigger``): a rate
+   below it does not grow the lag.
+
+Prints p50/p95/p99/max of both latencies, the achieved input rate, the sustained rate, and the
+ratios model / no model.
+
+Usage::
+
+    python benchmarks/stream_latency.py --rate 200 --duration 120
+    python benchmarks/stream_latency.py --rate 50 --duration 30 --backlog 2000 --model models/default
+
+Starts its own broker on free ports unless ``--bootstrap host:port`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import random
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # runs from a checkout without `pip install -e .`
+
+from sparktweet import kafka_broker, kafka_io
+from sparktweet.config import load_config
+from sparktweet.replay import TokenBucket, read_dump
+
+log = logging.getLogger("stream_latency")
+#: Issue 4's floors, for the model variant at 200 tweets/s: produce -> outbox p50 and p99 (seconds),
+#: and the sustained rate (tweets/s).
+FLOORS = {"p50": 1.0, "p99": 2.5, "sustained": 2000.0}
+SAMPLE = os.path.join(ROOT, "sparktweet", "data", "sample_tweets.jsonl")
+
+
+@dataclass
+class VariantResult:
+    name: str
+    sent: int = 0
+    input_rate: float = 0.0
+    outbox_latency: list[float] = field(default_factory=list)
+    parquet_latency: list[float] = field(default_factory=list)
+    missing: int = 0
+    sustained_rate: float | None = None
+    backlog_seconds: float | None = None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _texts(path: str | None) -> list[str]:
+    if path:
+        import pandas as pd
+
+        return [t for t in pd.read_csv(path, dtype=str, keep_default_na=False)["text"].tolist() if t.strip()]
+    return [json.loads(r.value)["text"] for r in read_dump(SAMPLE) if r.valid and json.loads(r.value)["text"].strip()]
+
+
+class Tweets:
+    """Fresh canonical tweets with unique ids."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.next_id = 1890000000000000000 + random.randrange(10**9) * 1000
+
+    def make(self) -> tuple[bytes, bytes]:
+        tweet_id = str(self.next_id)
+        self.next_id += 1
+        record = {"tweet_id": tweet_id, "text": self.texts[self.next_id % len(self.texts)], "author_username": "bench",
+                  "created_at": "2026-11-25T10:00:00Z", "mentions": ["united"], "source": "replay"}
+        return tweet_id.encode(), kafka_io.encode_tweet(record)
+
+
+def _produce(config: dict, tweets: Tweets, count: int, rate: float | None) -> tuple[list[bytes], float]:
+    p = kafka_io.producer(config, linger_ms=0)
+    topic = kafka_io.topic_name(config, "raw")
+    bucket = TokenBucket(rate, burst=1) if rate else TokenBucket(None)
+    keys = []
+    began = time.monotonic()
+    for _ in range(count):
+        bucket.acquire()
+        key, value = tweets.make()
+        while True:
+            try:
+                p.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+        keys.append(key)
+    seconds = time.monotonic() - began
+    p.flush(60)
+    return keys, seconds
+
+
+def _timestamps(config: dict, logical: str) -> dict[bytes, float]:
+    """Key -> CreateTime (seconds) of every record of the topic (first one per key)."""
+    from sparktweet.demo import read_since
+
+    out: dict[bytes, float] = {}
+    for msg in read_since(config, kafka_io.topic_name(config, logical), {}, timeout=120):
+        out.setdefault(msg.key(), msg.timestamp()[1] / 1000)
+    return out
+
+
+def _parquet_written(output: str) -> dict[str, float]:
+    """tweet_id -> modification time of the Parquet file that holds it (first file per id)."""
+    import pyarrow.parquet as pq
+
+    out: dict[str, float] = {}
+    for path in glob.glob(os.path.join(output, "date=*", "*.parquet")):
+        written = os.path.getmtime(path)
+        for tweet_id in pq.read_table(path, columns=["tweet_id"]).column("tweet_id").to_pylist():
+            out[tweet_id] = min(out.get(tweet_id, written), written)
+    return out
+
+
+def passthrough_model() -> Any:
+    """The job without its NLP stages: typed output columns from one SQL stage, a ticket for every tweet."""
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.feature import SQLTransformer
+
+    return PipelineModel([SQLTransformer(statement="""
+        SELECT *, CAST(NULL AS array<string>) AS tokens, 'neutral' AS sentiment, CAST(1.0 AS double) AS sentiment_score,
+               CAST(NULL AS string) AS topic_label, CAST(NULL AS double) AS topic_score, 'baggage' AS category,
+               CAST(1.0 AS double) AS category_score,
+               CAST(array() AS array<struct<text:string,label:string,start:int,end:int>>) AS entities,
+               error IS NULL AS needs_ticket, CASE WHEN error IS NULL THEN concat('BAG-', tweet_id) END AS ticket_id,
+               'low' AS priority, 'reply' AS reply_text, 'no-model' AS model_version
+        FROM __THIS__""")])
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argparse.Namespace, texts: list[str],
+                workdir: str) -> VariantResult:
+    from sparktweet.streaming import StreamJob, StreamOptions
+
+    tag = uuid.uuid4().hex[:8]
+    config = load_config(overrides=[
+        f"kafka.bootstrap_servers={base_config['kafka']['bootstrap_servers']}",
+        f"kafka.topics.raw=bench.raw.{tag}", f"kafka.topics.outbox=bench.outbox.{tag}", f"kafka.topics.deadletter=bench.dead.{tag}",
+        f"kafka.topic_settings.raw.partitions={args.kafka_partitions}",
+    ])
+    kafka_io.ensure_topics(config)
+    output = os.path.join(workdir, name, "tweets")
+    options = StreamOptions.from_config(
+        config, trigger=args.trigger, max_offsets_per_trigger=args.max_offsets_per_trigger, partitions=args.partitions,
+        dedup=not args.no_dedup, starting_offsets="earliest",
+    )
+    job = StreamJob(spark, config, model, output, os.path.join(workdir, name, "checkpoint"), options)
+    runner = threading.Thread(target=job.run, kwargs={"max_seconds": args.timeout}, daemon=True)
+    runner.start()
+    tweets = Tweets(texts)
+    result = VariantResult(name)
+    try:
+        log.info("[%s] warming up with %d tweets", name, args.warmup)
+        _produce(config, tweets, args.warmup, None)
+        _wait(lambda: job.stats.parquet_rows >= args.warmup, args.timeout, "the warm-up tweets")
+        log.info("[%s] replaying %.0f tweets/s for %.0fs", name, args.rate, args.duration)
+        keys, seconds = _produce(config, tweets, int(args.rate * args.duration), args.rate)
+        result.sent, result.input_rate = len(keys), len(keys) / seconds
+        done = args.warmup + len(keys)
+        _wait(lambda: job.stats.parquet_rows >= done, args.timeout, "the measured tweets")
+        if args.backlog:
+            log.info("[%s] draining a backlog of %d tweets", name, args.backlog)
+            before = job.stats.parquet_rows
+            began = time.monotonic()
+            _produce(config, tweets, args.backlog, None)
+            _wait(lambda: job.stats.parquet_rows >= before + args.backlog, args.timeout, "the backlog")
+            result.backlog_seconds = time.monotonic() - began
+            result.sustained_rate = args.backlog / result.backlog_seconds
+    finally:
+        job.request_stop()
+        runner.join(timeout=300)
+    produced = _timestamps(config, "raw")
+    outbox = _timestamps(config, "outbox")
+    written = _parquet_written(output)
+    for key in keys:
+        if key in outbox:
+            result.outbox_latency.append(outbox[key] - produced[key])
+        if key.decode() in written:
+            result.parquet_latency.append(written[key.decode()] - produced[key])
+        else:
+            result.missing += 1
+    return result
+
+
+def _stats(values: list[float]) -> str:
+    if not values:
+        return "no records"
+    a = np.asarray(values)
+    return (f"p50 {np.percentile(a, 50):6.3f} s  p95 {np.percentile(a, 95):6.3f} s  p99 {np.percentile(a, 99):6.3f} s  "
+            f"max {a.max():6.3f} s  (n={len(a)})")
+
+
+def report(results: list[VariantResult], args: argparse.Namespace) -> str:
+    lines = [(f"stream latency, {args.rate:.0f} tweets/s for {args.duration:.0f}s, trigger {args.trigger}, "
+             f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")]
+    for r in results:
+        lines += [
+            f"[{r.name}] sent {r.sent} tweets at {r.input_rate:.0f}/s, {r.missing} not in Parquet",
+            f"  produce -> outbox:  {_stats(r.outbox_latency)}",
+            f"  produce -> Parquet: {_stats(r.parquet_latency)}",
+            "  sustained rate:     " + (f"{r.sustained_rate:.0f} tweets/s ({args.backlog} tweets drained in {r.backlog_seconds:.1f}s)"
+                                        if r.sustained_rate else "not measured"),
+        ]
+    model_result = next((r for r in results if r.name == "model"), None)
+    if model_result is not None and model_result.outbox_latency:
+        p50, p99 = (float(np.percentile(model_result.outbox_latency, q)) for q in (50, 99))
+        verdict = lambda ok: "PASS" if ok else "FAIL"
+        lines.append(f"floors (model, at {args.rate:.0f} tweets/s): p50 {p50:.3f} s <= {FLOORS['p50']} s {verdict(p50 <= FLOORS['p50'])}, "
+                     f"p99 {p99:.3f} s <= {FLOORS['p99']} s {verdict(p99 <= FLOORS['p99'])}"
+                     + (f", sustained {model_result.sustained_rate:.0f} >= {FLOORS['sustained']:.0f} tweets/s "
+                        f"{verdict(model_result.sustained_rate >= FLOORS['sustained'])}" if model_result.sustained_rate else ""))
+    if len(results) == 2 and all(r.outbox_latency for r in results) and all(r.sustained_rate for r in results):
+        model, bare = results
+        lines.append(
+            f"model / no model: p50 x{np.percentile(model.outbox_latency, 50) / np.percentile(bare.outbox_latency, 50):.1f}, "
+            f"p99 x{np.percentile(model.outbox_latency, 99) / np.percentile(bare.outbox_latency, 99):.1f}, "
+            f"sustained rate x{model.sustained_rate / bare.sustained_rate:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="tweets per second during the measurement")
+    parser.add_argument("--duration", type=float, default=120.0, help="seconds of paced replay")
+    parser.add_argument("--warmup", type=int, default=200, help="tweets sent (and awaited) before measuring")
+    parser.add_argument("--backlog", type=int, default=5000, help="tweets for the sustained-rate measurement (0: skip)")
+    parser.add_argument("--model", default=os.path.join(ROOT, "models", "default"), help="saved model folder")
+    parser.add_argument("--variants", default="model,no-model", help="comma-separated: model, no-model")
+    parser.add_argument("--trigger", default="100 milliseconds", help="micro-batch trigger")
+    parser.add_argument("--max-offsets-per-trigger", type=int, default=2000)
+    parser.add_argument("--partitions", type=int, default=None, help="scoring tasks per batch (default: cores)")
+    parser.add_argument("--kafka-partitions", type=int, default=4, help="partitions of the benchmark's tweets.raw")
+    parser.add_argument("--shuffle-partitions", type=int, default=os.cpu_count() or 2,
+                        help="spark.sql.shuffle.partitions, i.e. the duplicate-id state's partitions (default: cores)")
+    parser.add_argument("--no-dedup", action="store_true", help="run without the duplicate-id state")
+    parser.add_argument("--texts", help="CSV with a text column (e.g. Tweets.csv) instead of the bundled sample")
+    parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="give up waiting after this many seconds")
+    parser.add_argument("--workdir", help="output/checkpoint folder (default: a temp dir, removed)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging of the stream job (per-batch timings)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    if args.verbose:
+        logging.getLogger("sparktweet.streaming").setLevel(logging.DEBUG)
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="sparktweet-bench-")
+    if args.bootstrap:
+        config = load_config(overrides=[f"kafka.bootstrap_servers={args.bootstrap}"])
+    else:
+        config = load_config(overrides=[f"kafka.bootstrap_servers=127.0.0.1:{_free_port()}", f"kafka.controller_port={_free_port()}",
+                                        f"kafka.data_dir={os.path.join(workdir, 'kafka')}"])
+        kafka_broker.start(config)
+    try:
+        from sparktweet.session import build_session
+        from sparktweet.training import load_model
+
+        spark = build_session(config, app_name="sparktweet-bench", **{
+            "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": str(args.shuffle_partitions)})
+        texts = _texts(args.texts)
+        results = []
+        for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
+            model = load_model(args.model) if variant == "model" else passthrough_model()
+            results.append(run_variant(spark, config, variant, model, args, texts, workdir))
+        print(report(results, args))
+    finally:
+        if not args.bootstrap:
+            kafka_broker.stop(config)
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
