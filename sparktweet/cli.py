@@ -143,17 +143,32 @@ def cmd_stream(args: argparse.Namespace, config: dict) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, config: dict) -> int:
+    from sparktweet import kafka_broker
+    from sparktweet.demo import format_demo, run_demo
+
+    # The broker stays up while the web app serves: Spark's cached Kafka producers would otherwise
+    # log a reconnect attempt every second. Stopped at the end if this command started it.
+    stop_broker = not args.keep_broker and not kafka_broker.status(config).reachable
+    try:
+        result = run_demo(
+            config, model_path=args.model or get(config, "model.path"), sample=resolve_path(args.input or SAMPLE),
+            workdir=resolve_out(args.workdir), keep_broker=True, show=args.show, dispatch=not args.no_web,
+        )
+        print(format_demo(result))
+        if not args.no_web:
+            _serve_demo(args, config, result)
+    finally:
+        if stop_broker:
+            kafka_broker.stop(config)
+    return 0
+
+
+def _serve_demo(args: argparse.Namespace, config: dict, result: object) -> None:
+    """Start the web app, print where to look, serve for ``--serve-seconds``."""
     import threading
 
-    from sparktweet.demo import format_demo, format_web, run_demo, start_web
+    from sparktweet.demo import format_web, start_web
 
-    result = run_demo(
-        config, model_path=args.model or get(config, "model.path"), sample=resolve_path(args.input or SAMPLE),
-        workdir=resolve_out(args.workdir), keep_broker=args.keep_broker, show=args.show, dispatch=not args.no_web,
-    )
-    print(format_demo(result))
-    if args.no_web:
-        return 0
     web = start_web(config, port=args.port)
     try:
         print(format_web(result, web), flush=True)
@@ -166,7 +181,6 @@ def cmd_demo(args: argparse.Namespace, config: dict) -> int:
             stop.wait(None if forever else args.serve_seconds)
     finally:
         web.stop()
-    return 0
 
 
 def _on_stop_signals(callback: Callable[[], object]) -> None:

@@ -36,6 +36,8 @@ from sparktweet import kafka_io
 from sparktweet.replay import ReplaySummary, replay
 
 log = logging.getLogger(__name__)
+#: Errors a broker gives while it settles after a start (besides librdkafka's retriable ones).
+_SETTLING = {"NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_PARTITION"}
 
 
 @dataclass
@@ -58,12 +60,22 @@ class DemoResult:
 
 def end_offsets(config: Mapping[str, Any], topic: str, timeout: float = 10.0) -> dict[int, int]:
     """Partition -> current end offset (high watermark) of ``topic``."""
-    from confluent_kafka import TopicPartition
+    from confluent_kafka import KafkaException, TopicPartition
 
     c = kafka_io.consumer(config, group_id="sparktweet-demo-offsets")
+    deadline = time.monotonic() + 6 * timeout
     try:
-        partitions = c.list_topics(topic, timeout=timeout).topics[topic].partitions
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in sorted(partitions)}
+        while True:
+            try:
+                partitions = c.list_topics(topic, timeout=timeout).topics[topic].partitions
+                return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in sorted(partitions)}
+            except KafkaException as exc:
+                # Just after a restart with existing data the broker answers before it leads its
+                # partitions again (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE): wait for it.
+                if not exc.args[0].retriable() and exc.args[0].name() not in _SETTLING or time.monotonic() > deadline:
+                    raise
+                log.info("Waiting for %s to have partition leaders: %s", topic, exc.args[0].str())
+                time.sleep(0.5)
     finally:
         c.close()
 
