@@ -79,7 +79,7 @@ def test_runs_split_around_a_stage_that_cannot_fuse(shipped, tweets):
     from sparktweet.preprocessing import JVM_JAR
 
     if not JVM_JAR.exists():
-        pytest.skip("jars/sparktweet-jvm.jar is not built")
+        pytest.fail("jars/sparktweet-jvm.jar is not built: run jvm/preprocess/build.sh (make setup does)")
     stages = [TweetPreprocessor(backend="jvm"), *shipped.stages[1:]]
     model = PipelineModel(stages)
     _assert_same(model.transform(tweets), fuse(model).transform(tweets))
