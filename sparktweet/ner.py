@@ -535,8 +535,10 @@ class RegexEntities:
 
     def __init__(self) -> None:
         self.patterns: list[_CompiledRegex] = []
+        self._atoms: list[str] | None = None  # every pattern's required literals, for the prefilter
 
     def add_patterns(self, entries: Iterable[dict[str, Any]]) -> None:
+        self._atoms = None
         for entry in entries:
             self.patterns.append(
                 _CompiledRegex(
@@ -556,9 +558,14 @@ class RegexEntities:
         ``prefilter``, an expression is skipped when the text lacks all of its required literals
         (:func:`required_literals`), which cannot change the result, only skip hopeless scans.
         """
-        folded = fold_case(text) if prefilter else ""
+        present: frozenset[str] | set[str] = frozenset()
+        if prefilter:
+            if self._atoms is None:
+                self._atoms = sorted({a for p in self.patterns for a in p.atoms or ()})
+            folded = fold_case(text)
+            present = {a for a in self._atoms if a in folded}
         for pattern in self.patterns:
-            if prefilter and pattern.atoms is not None and not any(a in folded for a in pattern.atoms):
+            if prefilter and pattern.atoms is not None and present.isdisjoint(pattern.atoms):
                 continue
             for match in pattern.regex.finditer(text):
                 spans = []
@@ -975,6 +982,7 @@ def required_literals(regex: str) -> tuple[str, ...] | None:
 
 
 _CHUNKS = re.compile(r"\S+|\s+")
+_UNUSUAL_SPACE = re.compile(r"[^\S ]|  |^ ")
 _MAX_CHUNK_MEMO = 200_000
 
 
@@ -1013,6 +1021,14 @@ class FastExtractor:
         """spaCy's token offsets: its tokenizer cuts whitespace and non-whitespace runs apart,
         gives a single space after a token to that token, and tokenizes each run on its own."""
         out: list[tuple[int, int]] = []
+        if not _UNUSUAL_SPACE.search(text):
+            # The common case: single spaces between chunks, none leading.
+            pos = 0
+            for chunk in text.split(" "):
+                if chunk:
+                    out.extend([(pos + a, pos + b) for a, b in self._chunk(chunk)])
+                pos += len(chunk) + 1
+            return out
         after_token = False
         for match in _CHUNKS.finditer(text):
             start, chunk = match.start(), match.group()
