@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from throughput import DEFAULT_DATA, DEFAULT_MODEL, PlainPipeline  # noqa: E402
+from throughput import DEFAULT_DATA, DEFAULT_MODEL, PlainPipeline
 
 
 def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -535,10 +535,13 @@ class RegexEntities:
 
     def __init__(self) -> None:
         self.patterns: list[_CompiledRegex] = []
-        self._atoms: list[str] | None = None  # every pattern's required literals, for the prefilter
+        # Every pattern's required literals, one bit each, for the prefilter (built on first use).
+        self.literals: dict[str, int] = {}
+        self._spaced: list[tuple[str, int]] = []
+        self._mask_list: list[int] | None = None
 
     def add_patterns(self, entries: Iterable[dict[str, Any]]) -> None:
-        self._atoms = None
+        self._mask_list = None
         for entry in entries:
             self.patterns.append(
                 _CompiledRegex(
@@ -551,21 +554,49 @@ class RegexEntities:
                 )
             )
 
-    def matches(self, text: str, prefilter: bool = False) -> Iterator[tuple[int, int, str]]:
+    def _masks(self) -> list[int]:
+        """Each pattern's required literals as a bit mask over :attr:`literals` (0: no prefilter)."""
+        if self._mask_list is None:
+            literals = sorted({a for p in self.patterns for a in p.atoms or ()})
+            self.literals = {a: 1 << i for i, a in enumerate(literals)}
+            self._spaced = [(a, bit) for a, bit in self.literals.items() if re.search(r"\s", a)]
+            self._mask_list = [sum(self.literals[a] for a in p.atoms or ()) for p in self.patterns]
+        return self._mask_list
+
+    def literals_in(self, text: str, spaced: bool = True) -> int:
+        """Bit mask of the required literals found in ``fold_case(text)``; with ``spaced=False``
+        only those without whitespace (which lie inside one whitespace-free chunk)."""
+        self._masks()
+        folded = fold_case(text)
+        found = 0
+        for literal, bit in self.literals.items():
+            if literal in folded:
+                found |= bit
+        if not spaced:
+            for _, bit in self._spaced:
+                found &= ~bit
+        return found
+
+    def spaced_literals_in(self, text: str) -> int:
+        """Bit mask of the required literals with whitespace found in ``fold_case(text)``."""
+        self._masks()
+        if not self._spaced:
+            return 0
+        folded = fold_case(text)
+        return sum(bit for literal, bit in self._spaced if literal in folded)
+
+    def matches(self, text: str, prefilter: bool = False, present: int | None = None) -> Iterator[tuple[int, int, str]]:
         """``(start, end, label)`` of every accepted capture, whitespace trimmed.
 
         With ``allowed``, every group of a match must be allowed ("SYS-CON" is no route). With
-        ``prefilter``, an expression is skipped when the text lacks all of its required literals
-        (:func:`required_literals`), which cannot change the result, only skip hopeless scans.
+        ``prefilter`` (or ``present``, the mask of :meth:`literals_in`), an expression is skipped
+        when the text lacks all of its required literals (:func:`required_literals`), which cannot
+        change the result, only skip hopeless scans.
         """
-        present: frozenset[str] | set[str] = frozenset()
-        if prefilter:
-            if self._atoms is None:
-                self._atoms = sorted({a for p in self.patterns for a in p.atoms or ()})
-            folded = fold_case(text)
-            present = {a for a in self._atoms if a in folded}
-        for pattern in self.patterns:
-            if prefilter and pattern.atoms is not None and present.isdisjoint(pattern.atoms):
+        if prefilter and present is None:
+            present = self.literals_in(text)
+        for pattern, mask in zip(self.patterns, self._masks(), strict=True):
+            if present is not None and mask and not mask & present:
                 continue
             for match in pattern.regex.finditer(text):
                 spans = []
@@ -799,7 +830,7 @@ def extract(
             text = texts[i]
             try:
                 found = extractor.entities(text) if isinstance(text, str) else None
-            except Exception:  # noqa: BLE001 - the spaCy pipeline below reports it
+            except Exception:
                 log.debug("fast entity path failed; using the spaCy pipeline", exc_info=True)
                 found = None
             if found is None:
@@ -930,9 +961,9 @@ def _required(op: Any, av: Any) -> set[str] | None:
         out: set[str] = set()
         for alternative in av[1]:
             required = _required_seq(alternative)
-            if required is None:
+            if required is None or "" in required:
                 return None
-            out |= required
+            out = _minimal(out | required)
         return out if len(out) <= _MAX_ALTERNATIVES else None
     if op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT) and av[0] >= 1:
         return _required_seq(av[2])
@@ -950,11 +981,17 @@ def _required_seq(items: Any) -> set[str] | None:
             continue
         best = _better(best, run)
         if exact is not None:
-            run = exact
+            # Too many strings to join: keep the last character of the run ("1st", "2nd").
+            run = _cross({r[-1:] for r in run}, exact) or exact  # type: ignore[union-attr]
         else:
             best = _better(best, _required(op, av))
             run = {""}
     return _better(best, run)
+
+
+def _minimal(strings: set[str]) -> set[str]:
+    """Drop the strings that contain a shorter one: requiring "hr" already admits "hrs"."""
+    return {a for a in strings if not any(b != a and b in a for b in strings)}
 
 
 def required_literals(regex: str) -> tuple[str, ...] | None:
@@ -974,11 +1011,9 @@ def required_literals(regex: str) -> tuple[str, ...] | None:
         atoms = _required_seq(list(parsed))
     except Exception:  # noqa: BLE001 - same
         return None
-    if not atoms or "" in atoms or (min(map(len, atoms)) == 1 and len(atoms) > 8):
+    if not atoms or "" in atoms or sum(len(a) == 1 for a in atoms) > 8:
         return None  # nothing required, or only one of many letters: no cheaper than the scan
-    # Shorter members make the longer ones redundant ("hr" in "hrs").
-    kept = sorted(a for a in atoms if not any(b != a and b in a for b in atoms))
-    return tuple(kept)
+    return tuple(sorted(_minimal(atoms)))
 
 
 _CHUNKS = re.compile(r"\S+|\s+")
@@ -1006,29 +1041,38 @@ class FastExtractor:
                     # phrase under two labels keeps the smaller label hash.
                     label, id_ = entry["label"], entry.get("id", "")
                     self.phrases.setdefault(words[0], []).append((words, label, strings.add(label), strings.add(id_)))
-        self._memo: dict[str, tuple[tuple[int, int], ...]] = {}
+        self._memo: dict[str, tuple[tuple[tuple[int, int], ...], int]] = {}
 
-    def _chunk(self, chunk: str) -> tuple[tuple[int, int], ...]:
+    def _chunk(self, chunk: str) -> tuple[tuple[tuple[int, int], ...], int]:
+        """The chunk's token offsets and the mask of the regex literals inside it, memoised."""
         done = self._memo.get(chunk)
         if done is None:
             if len(self._memo) >= _MAX_CHUNK_MEMO:
                 self._memo.clear()
-            done = tuple((t.idx, t.idx + len(t.text)) for t in self.tokenizer(chunk))
+            offsets = tuple((t.idx, t.idx + len(t.text)) for t in self.tokenizer(chunk))
+            done = (offsets, self.regex.literals_in(chunk, spaced=False))
             self._memo[chunk] = done
         return done
 
-    def tokens(self, text: str) -> list[tuple[int, int]]:
-        """spaCy's token offsets: its tokenizer cuts whitespace and non-whitespace runs apart,
-        gives a single space after a token to that token, and tokenizes each run on its own."""
+    def tokens(self, text: str) -> tuple[list[tuple[int, int]], int]:
+        """spaCy's token offsets, and the mask of the regex literals in the text.
+
+        spaCy's tokenizer cuts whitespace and non-whitespace runs apart, gives a single space
+        after a token to that token, and tokenizes each run on its own; so does this, with each
+        run's tokens memoised. A literal without whitespace lies inside one run.
+        """
         out: list[tuple[int, int]] = []
+        present = self.regex.spaced_literals_in(text)
         if not _UNUSUAL_SPACE.search(text):
             # The common case: single spaces between chunks, none leading.
             pos = 0
             for chunk in text.split(" "):
                 if chunk:
-                    out.extend([(pos + a, pos + b) for a, b in self._chunk(chunk)])
+                    offsets, mask = self._chunk(chunk)
+                    present |= mask
+                    out.extend([(pos + a, pos + b) for a, b in offsets])
                 pos += len(chunk) + 1
-            return out
+            return out, present
         after_token = False
         for match in _CHUNKS.finditer(text):
             start, chunk = match.start(), match.group()
@@ -1040,13 +1084,15 @@ class FastExtractor:
                     continue
             else:
                 after_token = True
-            out.extend((start + a, start + b) for a, b in self._chunk(chunk))
-        return out
+            offsets, mask = self._chunk(chunk)
+            present |= mask
+            out.extend((start + a, start + b) for a, b in offsets)
+        return out, present
 
     def entities(self, text: str) -> list[tuple[int, int, str]] | None:
         """``(start, end, label)`` of the entities, or None where only the spaCy pipeline can tell."""
-        found = sorted(set(self.regex.matches(text, prefilter=True)))
-        tokens = self.tokens(text)
+        tokens, present = self.tokens(text)
+        found = sorted(set(self.regex.matches(text, present=present)))
         if found:
             offsets = sorted({o for s, e, _ in found for o in (s, e)})
             split: list[tuple[int, int]] = []
