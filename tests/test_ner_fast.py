@@ -20,6 +20,7 @@ TRICKY = [
     "@JetBlue @SouthwestAir @VirginAmerica @USAirways @AmericanAir #delta",
     "  leading spaces then @united to  JFK\tand\n\nDenver airport",
     " to BTV", "to BTV ", "", " ", "\n", "Denver airport", "Denver  airport", "Denver airport's lounge",
+    "Denver Airport, DENVER AIRPORT, Denver AirPort",
     "Logan airport, Midway Airport and Hobby airport-bound", "flying to Logan tomorrow morning",
     "United States vs United Airlines vs American Express vs American Airlines Center",
     "New York City, NYC, Washington D.C. and St. Louis on the 3rd", "Fort Worth Fort Worth",
