@@ -19,6 +19,11 @@ token-aligned span), ``sparktweet_ruler`` (spaCy's EntityRuler, in its ``future_
 implementation, for the phrases) and ``sparktweet_merge`` (keeps the longest non-overlapping spans,
 ties broken by :data:`LABEL_PRIORITY`). Character offsets always refer to the original text.
 
+:func:`extract` runs a rules-only pipeline through :class:`FastExtractor` (about 5x faster, same
+entities: spaCy's tokenizer memoised per whitespace-delimited chunk, each expression skipped when
+the text lacks the literals it requires, the ruler and the merge redone on offsets); a pipeline with
+a statistical model or token patterns, and ``extract(..., fast=False)``, run the spaCy components.
+
 Examples
 --------
 >>> nlp = build_nlp(default_patterns())
@@ -38,6 +43,7 @@ import logging
 import os
 import re
 import unicodedata
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -1018,7 +1024,7 @@ def required_literals(regex: str) -> tuple[str, ...] | None:
 
 _CHUNKS = re.compile(r"\S+|\s+")
 _UNUSUAL_SPACE = re.compile(r"[^\S ]|  |^ ")
-_MAX_CHUNK_MEMO = 200_000
+_MAX_CHUNK_MEMO = 100_000
 
 
 class FastExtractor:
@@ -1151,14 +1157,13 @@ class FastExtractor:
         return out
 
 
-_FAST: dict[int, tuple[Language, FastExtractor | None]] = {}
+_FAST: weakref.WeakKeyDictionary[Language, FastExtractor | None] = weakref.WeakKeyDictionary()
 
 
 def fast_extractor(nlp: Language) -> FastExtractor | None:
     """The :class:`FastExtractor` of a pipeline built by :func:`build_nlp` without a model, else None."""
-    cached = _FAST.get(id(nlp))
-    if cached is not None and cached[0] is nlp:
-        return cached[1]
+    if nlp in _FAST:
+        return _FAST[nlp]
     fast = None
     names = nlp.pipe_names
     if names in (["sparktweet_regex", "sparktweet_ruler", "sparktweet_merge"], ["sparktweet_regex", "sparktweet_merge"]):
@@ -1172,5 +1177,5 @@ def fast_extractor(nlp: Language) -> FastExtractor | None:
             and not ruler.key
         ):
             fast = FastExtractor(nlp)
-    _FAST[id(nlp)] = (nlp, fast)
+    _FAST[nlp] = fast
     return fast
