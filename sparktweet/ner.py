@@ -530,6 +530,7 @@ class _CompiledRegex:
     allowed: frozenset[str] | None
     exclude: frozenset[str]
     atoms: tuple[str, ...] | None = None
+    needs_digit: bool = False
 
 
 class RegexEntities:
@@ -544,7 +545,8 @@ class RegexEntities:
         # Every pattern's required literals, one bit each, for the prefilter (built on first use).
         self.literals: dict[str, int] = {}
         self._spaced: list[tuple[str, int]] = []
-        self._mask_list: list[int] | None = None
+        self._digit_bit = 0  # set when the text has a decimal digit
+        self._mask_list: list[tuple[int, int]] | None = None
 
     def add_patterns(self, entries: Iterable[dict[str, Any]]) -> None:
         self._mask_list = None
@@ -557,16 +559,21 @@ class RegexEntities:
                     allowed=frozenset(entry["allowed"]) if "allowed" in entry else None,
                     exclude=frozenset(e.upper() for e in entry.get("exclude", ())),
                     atoms=required_literals(entry["regex"]),
+                    needs_digit=requires_digit(entry["regex"]),
                 )
             )
 
-    def _masks(self) -> list[int]:
-        """Each pattern's required literals as a bit mask over :attr:`literals` (0: no prefilter)."""
+    def _masks(self) -> list[tuple[int, int]]:
+        """Each pattern's required literals as a bit mask over :attr:`literals` (one of them must
+        be present; 0: no literal), and the bits all of which must be present (the digit bit)."""
         if self._mask_list is None:
             literals = sorted({a for p in self.patterns for a in p.atoms or ()})
             self.literals = {a: 1 << i for i, a in enumerate(literals)}
+            self._digit_bit = 1 << len(literals)
             self._spaced = [(a, bit) for a, bit in self.literals.items() if re.search(r"\s", a)]
-            self._mask_list = [sum(self.literals[a] for a in p.atoms or ()) for p in self.patterns]
+            self._mask_list = [
+                (sum(self.literals[a] for a in p.atoms or ()), self._digit_bit if p.needs_digit else 0) for p in self.patterns
+            ]
         return self._mask_list
 
     def literals_in(self, text: str, spaced: bool = True) -> int:
@@ -578,6 +585,8 @@ class RegexEntities:
         for literal, bit in self.literals.items():
             if literal in folded:
                 found |= bit
+        if _DIGIT.search(text):
+            found |= self._digit_bit
         if not spaced:
             for _, bit in self._spaced:
                 found &= ~bit
@@ -601,8 +610,8 @@ class RegexEntities:
         """
         if prefilter and present is None:
             present = self.literals_in(text)
-        for pattern, mask in zip(self.patterns, self._masks(), strict=True):
-            if present is not None and mask and not mask & present:
+        for pattern, (mask, needed) in zip(self.patterns, self._masks(), strict=True):
+            if present is not None and ((mask and not mask & present) or needed & ~present):
                 continue
             for match in pattern.regex.finditer(text):
                 spans = []
@@ -1022,6 +1031,45 @@ def required_literals(regex: str) -> tuple[str, ...] | None:
     return tuple(sorted(_minimal(atoms)))
 
 
+def _needs_digit(op: Any, av: Any) -> bool:
+    """Whether every match of the node contains a decimal digit (``\\d`` in the text)."""
+    if op is _sre_c.LITERAL:
+        return chr(av) in "0123456789"
+    if op is _sre_c.IN:
+        return bool(av) and all(
+            (o is _sre_c.LITERAL and chr(a) in "0123456789")
+            or (o is _sre_c.RANGE and 0x30 <= a[0] <= a[1] <= 0x39)
+            or (o is _sre_c.CATEGORY and a is _sre_c.CATEGORY_DIGIT)
+            for o, a in av
+        )
+    if op is _sre_c.SUBPATTERN:
+        return _needs_digit_seq(av[-1])
+    if op is _sre_c.BRANCH:
+        return all(_needs_digit_seq(alternative) for alternative in av[1])
+    if op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT):
+        return av[0] >= 1 and _needs_digit_seq(av[2])
+    if op is _sre_c.ASSERT:  # a positive lookaround must match too
+        return _needs_digit_seq(av[1])
+    return False
+
+
+def _needs_digit_seq(items: Any) -> bool:
+    return any(_needs_digit(op, av) for op, av in items)
+
+
+def requires_digit(regex: str) -> bool:
+    """Whether every match of ``regex`` contains a decimal digit (False when unsure).
+
+    >>> requires_digit("flight [0-9]+"), requires_digit("[0-9]*h")
+    (True, False)
+    """
+    try:
+        return _needs_digit_seq(list(_sre_parse.parse(regex)))
+    except Exception:  # noqa: BLE001 - an exotic expression simply gets no prefilter
+        return False
+
+
+_DIGIT = re.compile(r"\d")
 _CHUNKS = re.compile(r"\S+|\s+")
 _UNUSUAL_SPACE = re.compile(r"[^\S ]|  |^ ")
 _MAX_CHUNK_MEMO = 100_000

@@ -146,3 +146,26 @@ def test_tweets_csv_entities_identical(nlp, shared_data):
     slow = ner.extract(nlp, texts, fast=False)
     differ = [t for t, a, b in zip(texts, fast, slow, strict=True) if a != b]
     assert not differ, differ[:5]
+
+
+@pytest.mark.parametrize(
+    ("regex", "needs"),
+    [
+        (r"\bflight\s*(\d{1,4})", True),
+        (r"(?:[12]\d|3[01])(?i:st|nd)", True),
+        (r"(?=[A-Z]*\d)[A-Z0-9]{6}", True),
+        (r"\d*h", False),
+        (r"(?:\d+|one)\s+hours?", False),
+        (r"(?!\d)x", False),
+        (r"[0-9a]", False),
+    ],
+)
+def test_requires_digit(regex, needs):
+    assert ner.requires_digit(regex) is needs
+
+
+def test_digit_prefilter_sees_unicode_digits():
+    nlp = ner.build_nlp([{"label": "TIME", "regex": r"\d+\s?pm"}])
+    texts = ["at \u0665pm", "at 5pm", "at five pm"]  # ARABIC-INDIC DIGIT FIVE is a \d too
+    assert ner.extract(nlp, texts) == ner.extract(nlp, texts, fast=False)
+    assert [len(r.entities) for r in ner.extract(nlp, texts)] == [1, 1, 0]
