@@ -1120,11 +1120,16 @@ class FastExtractor:
         if not _UNUSUAL_SPACE.search(text):
             # The common case: single spaces between chunks, none leading.
             pos = 0
+            memo = self._memo
+            append = out.append
             for chunk in text.split(" "):
                 if chunk:
-                    offsets, mask = self._chunk(chunk)
+                    offsets, mask = memo.get(chunk) or self._chunk(chunk)
                     present |= mask
-                    out.extend([(pos + a, pos + b) for a, b in offsets])
+                    if len(offsets) == 1:  # most chunks are one token
+                        append((pos, pos + len(chunk)))
+                    else:
+                        out.extend([(pos + a, pos + b) for a, b in offsets])
                 pos += len(chunk) + 1
             return out, present
         after_token = False
@@ -1148,24 +1153,23 @@ class FastExtractor:
         tokens, present = self.tokens(text)
         found = sorted(set(self.regex.matches(text, present=present)))
         if found:
-            offsets = sorted({o for s, e, _ in found for o in (s, e)})
-            split: list[tuple[int, int]] = []
-            for lo, hi in tokens:
-                i = bisect.bisect_right(offsets, lo)
-                while i < len(offsets) and offsets[i] < hi:
-                    split.append((lo, offsets[i]))
-                    lo = offsets[i]
-                    i += 1
-                split.append((lo, hi))
-            tokens = split
+            # Split the tokens a match starts or ends inside, as RegexEntities does on the Doc.
+            firsts = [a for a, _ in tokens]
+            cuts: dict[int, list[int]] = {}
+            for offset in sorted({o for s, e, _ in found for o in (s, e)}):
+                k = bisect.bisect_right(firsts, offset) - 1
+                if k >= 0 and tokens[k][0] < offset < tokens[k][1]:
+                    cuts.setdefault(k, []).append(offset)
+            for k in sorted(cuts, reverse=True):
+                lo, hi = tokens[k]
+                bounds = [lo, *cuts[k], hi]
+                tokens[k : k + 1] = list(itertools.pairwise(bounds))
         words = [text[a:b] for a, b in tokens]
-        starts = {a: i for i, (a, _) in enumerate(tokens)}
-        ends = {b: i + 1 for i, (_, b) in enumerate(tokens)}
         # Phrase matches, deduplicated and ordered as the ruler orders its spans.
         matches = set()
         phrases = self.phrases
-        for i, word in enumerate(words):
-            for pattern, label, label_hash, id_hash in phrases.get(word, ()):
+        for i in [i for i, word in enumerate(words) if word in phrases]:
+            for pattern, label, label_hash, id_hash in phrases[words[i]]:
                 j = i + len(pattern)
                 if tuple(words[i:j]) == pattern:
                     matches.add((tokens[i][0], tokens[j - 1][1], label_hash, id_hash, i, j, label))
@@ -1178,10 +1182,15 @@ class FastExtractor:
                 spans.append((i, j, label, tokens[i][0], tokens[j - 1][1]))
                 seen.update(range(i, j))
         spans.sort(key=lambda s: (s[3], s[4]))
-        for start, end, label in found:
-            if start not in starts or end not in ends:
-                return None  # not token-aligned after all: let spaCy decide
-            spans.append((starts[start], ends[end], label, start, end))
+        if found:
+            firsts = [a for a, _ in tokens]
+            lasts = [b for _, b in tokens]
+            for start, end, label in found:
+                i = bisect.bisect_left(firsts, start)
+                j = bisect.bisect_left(lasts, end)
+                if i == len(firsts) or j == len(lasts) or firsts[i] != start or lasts[j] != end:
+                    return None  # not token-aligned after all: let spaCy decide
+                spans.append((i, j + 1, label, start, end))
         # MergeEntities: longest in characters, then label priority, then leftmost; no overlaps.
         spans.sort(key=lambda s: (-(s[4] - s[3]), LABEL_PRIORITY.get(s[2], 99), s[0]))
         taken: set[int] = set()
