@@ -531,6 +531,7 @@ class _CompiledRegex:
     exclude: frozenset[str]
     atoms: tuple[str, ...] | None = None
     needs_digit: bool = False
+    needs_capitals: bool = False
 
 
 class RegexEntities:
@@ -546,6 +547,7 @@ class RegexEntities:
         self.literals: dict[str, int] = {}
         self._spaced: list[tuple[str, int]] = []
         self._digit_bit = 0  # set when the text has a decimal digit
+        self._capitals_bit = 0  # set when it has three ASCII capitals in a row
         self._mask_list: list[tuple[int, int]] | None = None
 
     def add_patterns(self, entries: Iterable[dict[str, Any]]) -> None:
@@ -560,6 +562,7 @@ class RegexEntities:
                     exclude=frozenset(e.upper() for e in entry.get("exclude", ())),
                     atoms=required_literals(entry["regex"]),
                     needs_digit=requires_digit(entry["regex"]),
+                    needs_capitals=requires_capitals(entry["regex"]),
                 )
             )
 
@@ -570,9 +573,14 @@ class RegexEntities:
             literals = sorted({a for p in self.patterns for a in p.atoms or ()})
             self.literals = {a: 1 << i for i, a in enumerate(literals)}
             self._digit_bit = 1 << len(literals)
+            self._capitals_bit = 2 << len(literals)
             self._spaced = [(a, bit) for a, bit in self.literals.items() if re.search(r"\s", a)]
             self._mask_list = [
-                (sum(self.literals[a] for a in p.atoms or ()), self._digit_bit if p.needs_digit else 0) for p in self.patterns
+                (
+                    sum(self.literals[a] for a in p.atoms or ()),
+                    (self._digit_bit if p.needs_digit else 0) | (self._capitals_bit if p.needs_capitals else 0),
+                )
+                for p in self.patterns
             ]
         return self._mask_list
 
@@ -587,6 +595,8 @@ class RegexEntities:
                 found |= bit
         if _DIGIT.search(text):
             found |= self._digit_bit
+        if _CAPITALS.search(text):
+            found |= self._capitals_bit
         if not spaced:
             for _, bit in self._spaced:
                 found &= ~bit
@@ -1069,7 +1079,46 @@ def requires_digit(regex: str) -> bool:
         return False
 
 
+def _capitals_run(op: Any, av: Any, ignorecase: bool) -> bool:
+    """Whether every match of the node contains three ASCII capitals in a row (``[A-Z]{3}``)."""
+    if op is _sre_c.SUBPATTERN:
+        _, add, remove, items = av
+        ignorecase = (ignorecase or bool(add & _sre_c.SRE_FLAG_IGNORECASE)) and not remove & _sre_c.SRE_FLAG_IGNORECASE
+        return _capitals_run_seq(items, ignorecase)
+    if op is _sre_c.BRANCH:
+        return all(_capitals_run_seq(alternative, ignorecase) for alternative in av[1])
+    if op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT):
+        low, _, items = av
+        if low >= 3 and not ignorecase and len(items) == 1 and items[0][0] is _sre_c.IN:
+            members = items[0][1]
+            return bool(members) and all(
+                (o is _sre_c.LITERAL and 65 <= a <= 90) or (o is _sre_c.RANGE and 65 <= a[0] <= a[1] <= 90) for o, a in members
+            )
+        return low >= 1 and _capitals_run_seq(items, ignorecase)
+    if op is _sre_c.ASSERT:
+        return _capitals_run_seq(av[1], ignorecase)
+    return False
+
+
+def _capitals_run_seq(items: Any, ignorecase: bool) -> bool:
+    return any(_capitals_run(op, av, ignorecase) for op, av in items)
+
+
+def requires_capitals(regex: str) -> bool:
+    """Whether every match of ``regex`` contains three ASCII capitals in a row (False when unsure).
+
+    >>> requires_capitals("to ([A-Z]{3})"), requires_capitals("(?i:[A-Z]{3})")
+    (True, False)
+    """
+    try:
+        parsed = _sre_parse.parse(regex)
+        return _capitals_run_seq(list(parsed), bool(parsed.state.flags & _sre_c.SRE_FLAG_IGNORECASE))
+    except Exception:  # noqa: BLE001 - an exotic expression simply gets no prefilter
+        return False
+
+
 _DIGIT = re.compile(r"\d")
+_CAPITALS = re.compile(r"[A-Z]{3}")
 _CHUNKS = re.compile(r"\S+|\s+")
 _UNUSUAL_SPACE = re.compile(r"[^\S ]|  |^ ")
 _MAX_CHUNK_MEMO = 100_000

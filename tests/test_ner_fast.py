@@ -169,3 +169,25 @@ def test_digit_prefilter_sees_unicode_digits():
     texts = ["at \u0665pm", "at 5pm", "at five pm"]  # ARABIC-INDIC DIGIT FIVE is a \d too
     assert ner.extract(nlp, texts) == ner.extract(nlp, texts, fast=False)
     assert [len(r.entities) for r in ner.extract(nlp, texts)] == [1, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("regex", "needs"),
+    [
+        (r"to ([A-Z]{3})", True),
+        (r"(?-i:[A-Z]{3})", True),
+        (r"(?i)[A-Z]{3}", False),
+        (r"(?i:[A-Z]{3})", False),
+        (r"[A-Z]{2}", False),
+        (r"[A-Za-z]{3}", False),
+        (r"(?:[A-Z]{3}|x)", False),
+    ],
+)
+def test_requires_capitals(regex, needs):
+    assert ner.requires_capitals(regex) is needs
+
+
+def test_capitals_prefilter_is_per_chunk_safe():
+    nlp = ner.build_nlp([{"label": "AIRPORT", "regex": r"\b([A-Z]{3})\b"}, {"label": "CITY", "pattern": "Denver"}])
+    texts = ["JFK", "JF K", "to JFK\tnow", "jfk", "ÀBCD", "Denver ORD", "AB\u00a0C"]
+    assert ner.extract(nlp, texts) == ner.extract(nlp, texts, fast=False)
