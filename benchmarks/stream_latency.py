@@ -72,6 +72,47 @@ class VariantResult:
     missing: int = 0
     sustained_rate: float | None = None
     backlog_seconds: float | None = None
+    #: Median per-batch figures of the paced phase: Spark's durationMs and the foreachBatch steps.
+    breakdown: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)
+    batches: int = 0
+    batch_rows: float = 0.0
+
+
+def _progress_collector(query_name: str) -> Any:
+    """A listener keeping (batchId, numInputRows, durationMs, state operator timings) of each batch of the query."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class Collector(StreamingQueryListener):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[tuple[int, int, dict[str, float]]] = []
+
+        def onQueryStarted(self, event: Any) -> None:
+            pass
+
+        def onQueryProgress(self, event: Any) -> None:
+            p = event.progress
+            if p.name != query_name:
+                return
+            durations = {k: float(v) for k, v in (p.durationMs or {}).items()}
+            for op in p.stateOperators or []:
+                for key in ("allUpdatesTimeMs", "allRemovalsTimeMs", "commitTimeMs"):
+                    durations[f"state.{key}"] = durations.get(f"state.{key}", 0.0) + float(getattr(op, key, 0) or 0)
+            self.batches.append((p.batchId, p.numInputRows, durations))
+
+        def onQueryIdle(self, event: Any) -> None:
+            pass
+
+        def onQueryTerminated(self, event: Any) -> None:
+            pass
+
+    return Collector()
+
+
+def _medians(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = sorted({k for r in rows for k in r})
+    return {k: float(np.median([r.get(k, 0.0) for r in rows])) for k in keys}
 
 
 def _free_port() -> int:
@@ -187,6 +228,8 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
         dedup=not args.no_dedup, starting_offsets="earliest",
     )
     job = StreamJob(spark, config, model, output, os.path.join(workdir, name, "checkpoint"), options)
+    collector = _progress_collector(options.query_name)
+    spark.streams.addListener(collector)
     runner = threading.Thread(target=job.run, kwargs={"max_seconds": args.timeout}, daemon=True)
     runner.start()
     tweets = Tweets(texts)
@@ -196,10 +239,18 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
         _produce(config, tweets, args.warmup, None)
         _wait(lambda: job.stats.parquet_rows >= args.warmup, args.timeout, "the warm-up tweets")
         log.info("[%s] replaying %.0f tweets/s for %.0fs", name, args.rate, args.duration)
+        first_batch = len(collector.batches)
         keys, seconds = _produce(config, tweets, int(args.rate * args.duration), args.rate)
         result.sent, result.input_rate = len(keys), len(keys) / seconds
         done = args.warmup + len(keys)
         _wait(lambda: job.stats.parquet_rows >= done, args.timeout, "the measured tweets")
+        paced = [b for b in collector.batches[first_batch:] if b[1] > 0]
+        if paced:
+            ids = {b[0] for b in paced}
+            result.batches = len(paced)
+            result.batch_rows = float(np.median([b[1] for b in paced]))
+            result.breakdown = _medians([b[2] for b in paced])
+            result.steps = _medians([t for batch_id, _, t in list(job.recent_timings) if batch_id in ids])
         if args.backlog:
             log.info("[%s] draining a backlog of %d tweets", name, args.backlog)
             before = job.stats.parquet_rows
@@ -211,6 +262,7 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
     finally:
         job.request_stop()
         runner.join(timeout=300)
+        spark.streams.removeListener(collector)
     produced = _timestamps(config, "raw")
     outbox = _timestamps(config, "outbox")
     written = _parquet_written(output)
@@ -243,6 +295,12 @@ def report(results: list[VariantResult], args: argparse.Namespace) -> str:
             "  sustained rate:     " + (f"{r.sustained_rate:.0f} tweets/s ({args.backlog} tweets drained in {r.backlog_seconds:.1f}s)"
                                         if r.sustained_rate else "not measured"),
         ]
+        if r.breakdown:
+            lines.append(f"  per paced batch (median of {r.batches}, {r.batch_rows:.0f} rows), Spark durationMs: "
+                         + ", ".join(f"{k} {v:.0f}" for k, v in r.breakdown.items()))
+        if r.steps:
+            lines.append("  foreachBatch steps done at (s since the batch began, median): "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in r.steps.items()))
     model_result = next((r for r in results if r.name == "model"), None)
     if model_result is not None and model_result.outbox_latency:
         p50, p99 = (float(np.percentile(model_result.outbox_latency, q)) for q in (50, 99))

@@ -65,6 +65,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -578,6 +579,8 @@ class StreamJob:
         self._last_data = time.monotonic()
         self._bootstrap = kafka_io.bootstrap_servers(config)
         self._topics = {name: kafka_io.topic_name(config, name) for name in ("raw", "outbox", "deadletter")}
+        #: (batch_id, rows, {step: seconds since the batch began}) of the last batches with data.
+        self.recent_timings: deque[tuple[int, int, dict[str, float]]] = deque(maxlen=200)
 
     # -- building ----------------------------------------------------------------------------
 
@@ -681,6 +684,8 @@ class StreamJob:
             s.score_errors += errors - parse_errors
             s.last_batch_id = batch_id
             s.last_batch_seconds = time.monotonic() - began
+            timings["total"] = s.last_batch_seconds
+            self.recent_timings.append((batch_id, rows, timings))
             self._last_data = time.monotonic()
             log.debug("batch %d: %s; seconds since start when done: %s", batch_id, counts.asDict(),
                       {k: round(v, 2) for k, v in timings.items()})
