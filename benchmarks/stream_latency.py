@@ -286,6 +286,7 @@ def _stats(values: list[float]) -> str:
 
 def report(results: list[VariantResult], args: argparse.Namespace) -> str:
     lines = [(f"stream latency, {args.rate:.0f} tweets/s for {args.duration:.0f}s, trigger {args.trigger}, "
+             f"maxOffsetsPerTrigger {args.max_offsets_per_trigger}, backlog {args.backlog}, "
              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")]
     for r in results:
         lines += [
@@ -324,15 +325,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="tweets per second during the measurement")
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of paced replay")
     parser.add_argument("--warmup", type=int, default=200, help="tweets sent (and awaited) before measuring")
-    parser.add_argument("--backlog", type=int, default=5000, help="tweets for the sustained-rate measurement (0: skip)")
+    parser.add_argument("--backlog", type=int, default=20000,
+                        help="tweets for the sustained-rate measurement (0: skip); at least a few seconds' worth of the "
+                             "rate to measure, or the job's fixed latency dominates")
     parser.add_argument("--model", default=os.path.join(ROOT, "models", "default"), help="saved model folder")
     parser.add_argument("--variants", default="model,no-model", help="comma-separated: model, no-model")
     parser.add_argument("--trigger", default="100 milliseconds", help="micro-batch trigger")
-    parser.add_argument("--max-offsets-per-trigger", type=int, default=2000)
+    parser.add_argument("--max-offsets-per-trigger", type=int, default=10000,
+                        help="micro-batch size cap: the sustained rate cannot exceed it divided by a batch's duration")
     parser.add_argument("--partitions", type=int, default=None, help="scoring tasks per batch (default: cores)")
     parser.add_argument("--kafka-partitions", type=int, default=4, help="partitions of the benchmark's tweets.raw")
     parser.add_argument("--shuffle-partitions", type=int, default=os.cpu_count() or 2,
                         help="spark.sql.shuffle.partitions, i.e. the duplicate-id state's partitions (default: cores)")
+    parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra Spark setting for the session (repeatable), e.g. spark.sql.codegen.wholeStage=false")
     parser.add_argument("--no-dedup", action="store_true", help="run without the duplicate-id state")
     parser.add_argument("--texts", help="CSV with a text column (e.g. Tweets.csv) instead of the bundled sample")
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
@@ -356,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         from sparktweet.session import build_session
         from sparktweet.training import load_model
 
+        extra = dict(item.split("=", 1) for item in args.spark_conf)
         spark = build_session(config, app_name="sparktweet-bench", **{
-            "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": str(args.shuffle_partitions)})
+            "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": str(args.shuffle_partitions), **extra})
         texts = _texts(args.texts)
         results = []
         for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:

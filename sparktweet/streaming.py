@@ -43,7 +43,10 @@ Spark's default parallelism, i.e. the cores; 0 keeps the source's partitions), `
 (86400), ``max_restarts`` (10 in a row), ``restart_backoff_s`` (2, doubling up to
 ``restart_backoff_max_s``, 60), ``stop_timeout_s`` (60), ``source_options`` and ``sink_options``
 (extra Kafka options, e.g. ``kafka.security.protocol``). The dedup step's parallelism is
-``spark.sql.shuffle.partitions`` as fixed by the checkpoint's first run.
+``dedup.state_partitions`` (1) for a new checkpoint; an existing checkpoint keeps the number it was
+created with (Spark records it). Each state partition is a task and a state store commit per
+micro-batch, and one key per tweet is little work, so one partition is the cheap default; raise it
+for rates a single task cannot keep up with.
 
 Examples
 --------
@@ -71,7 +74,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pyspark.ml import Transformer
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
@@ -100,6 +103,7 @@ _INTEGER_TYPES = ("BIGINT", "INT", "SMALLINT", "TINYINT")
 _ID_FIELDS = ("tweet_id", "author_id", "in_reply_to_tweet_id")
 _OBSERVATION = "sparktweet_input"
 _NO_DATA_BATCHES = "spark.sql.streaming.noDataMicroBatches.enabled"
+_SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 
 DEFAULTS: dict[str, Any] = {
     "trigger": "500 milliseconds",
@@ -109,7 +113,7 @@ DEFAULTS: dict[str, Any] = {
     "max_text_chars": 25_000,
     "deadletter_max_original_bytes": 256 * 1024,
     "partitions": None,
-    "dedup": {"enabled": True, "ttl_s": 86_400},
+    "dedup": {"enabled": True, "ttl_s": 86_400, "state_partitions": 1},
     "max_restarts": 10,
     "restart_backoff_s": 2.0,
     "restart_backoff_max_s": 60.0,
@@ -305,7 +309,8 @@ def _wants_ticket() -> Column:
 
 
 def summarise_batch(batch: DataFrame) -> dict[str, Any]:
-    """One Spark job over a micro-batch of :func:`mark_first_records` rows: its counts and its duplicates.
+    """One Spark job over a micro-batch of :func:`mark_first_records` rows (a ``noop`` write computing it,
+    i.e. filling the cache of a persisted batch): its counts and its duplicates.
 
     Returns ``rows``, ``parse_errors``, ``duplicates``, ``errors`` (parse and score errors of the
     records that are not duplicates; the dead letters are these and the duplicates), ``tickets`` (outbox records) and ``duplicate_positions``
@@ -328,7 +333,10 @@ def summarise_batch(batch: DataFrame) -> dict[str, Any]:
             F.count(F.when(F.col(_ROLE) == "first", 1)).alias("firsts"),
             F.count(F.when(valid, 1)).alias("valid"),
         ]
-    row = batch.agg(*aggs).first().asDict()
+    # Observed metrics are summed from the tasks' accumulators: no aggregation stage, unlike agg().
+    observation = Observation()
+    batch.observe(observation, *aggs).write.format("noop").mode("overwrite").save()
+    row = observation.get
     out = {k: int(row[k]) for k in ("rows", "parse_errors", "errors", "tickets")}
     out["duplicates"], out["duplicate_positions"] = 0, []
     if has_roles and row["valid"] != row["firsts"]:
@@ -463,6 +471,7 @@ class StreamOptions:
     partitions: int | None = DEFAULTS["partitions"]
     dedup: bool = True
     dedup_ttl_s: float = 86_400
+    state_partitions: int | None = DEFAULTS["dedup"]["state_partitions"]
     max_restarts: int = DEFAULTS["max_restarts"]
     restart_backoff_s: float = DEFAULTS["restart_backoff_s"]
     restart_backoff_max_s: float = DEFAULTS["restart_backoff_max_s"]
@@ -483,6 +492,7 @@ class StreamOptions:
             "partitions": _setting(config, "partitions"),
             "dedup": bool(_setting(config, "dedup.enabled")),
             "dedup_ttl_s": float(_setting(config, "dedup.ttl_s")),
+            "state_partitions": _setting(config, "dedup.state_partitions"),
             "max_restarts": int(_setting(config, "max_restarts")),
             "restart_backoff_s": float(_setting(config, "restart_backoff_s")),
             "restart_backoff_max_s": float(_setting(config, "restart_backoff_max_s")),
@@ -491,8 +501,9 @@ class StreamOptions:
             "sink_options": {str(k): str(v) for k, v in (_setting(config, "sink_options") or {}).items()},
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if values["partitions"] is not None:
-            values["partitions"] = int(values["partitions"])
+        for key in ("partitions", "state_partitions"):
+            if values[key] is not None:
+                values[key] = int(values[key])
         mopt = values["max_offsets_per_trigger"]
         values["max_offsets_per_trigger"] = int(mopt) if mopt not in (None, "", 0) else None
         if values["max_text_chars"] < 1:
@@ -670,6 +681,15 @@ class StreamJob:
 
     def pipeline(self, kafka_df: DataFrame) -> DataFrame:
         """Source rows -> parsed (observed) -> scored (+ first-record markers): what foreachBatch receives."""
+        partitions = self.options.partitions
+        if partitions is None:
+            partitions = self.spark.sparkContext.defaultParallelism
+        if partitions:
+            # Each pipeline stage is its own pandas UDF, i.e. its own Python worker per task: more
+            # tasks than cores only means more workers to start and keep warm (4 Kafka partitions
+            # on a 2-core laptop would need 24 workers, each loading models). Coalesced before
+            # parsing, so the duplicate check's branch reads the source in as few tasks.
+            kafka_df = kafka_df.coalesce(partitions)
         parsed = parse_records(kafka_df, self.options.max_text_chars)
         observed = parsed.observe(
             _OBSERVATION,
@@ -677,14 +697,6 @@ class StreamJob:
             F.min("kafka_timestamp").alias("oldest"),
             F.max("kafka_timestamp").alias("newest"),
         )
-        partitions = self.options.partitions
-        if partitions is None:
-            partitions = self.spark.sparkContext.defaultParallelism
-        if partitions:
-            # Each pipeline stage is its own pandas UDF, i.e. its own Python worker per task: more
-            # tasks than cores only means more workers to start and keep warm (4 Kafka partitions
-            # on a 2-core laptop would need 24 workers, each loading models).
-            observed = observed.coalesce(partitions)
         scored = score_stream(self.model, observed)
         if self.options.dedup:
             scored = mark_first_records(scored, parsed, self.options.dedup_ttl_s)
@@ -779,16 +791,23 @@ class StreamJob:
         # Processing-time state timeouts make Spark run a "no-data" micro-batch at every trigger,
         # which would push empty partitions through the whole model; expired dedup state is just
         # as well dropped at the next batch that has data. The query keeps the value it starts with.
+        # The query's session is a clone taken by start(), so settings made only around it stick to the
+        # query. spark.sql.shuffle.partitions is the dedup state's partitions for a new checkpoint.
+        settings = {_NO_DATA_BATCHES: "false"}
+        if self.options.state_partitions:
+            settings[_SHUFFLE_PARTITIONS] = str(self.options.state_partitions)
         conf = self.spark.conf
-        previous = conf.get(_NO_DATA_BATCHES, None)
-        conf.set(_NO_DATA_BATCHES, "false")
+        previous = {key: conf.get(key, None) for key in settings}
+        for key, value in settings.items():
+            conf.set(key, value)
         try:
             self.query = writer.start()
         finally:
-            if previous is None:
-                conf.unset(_NO_DATA_BATCHES)
-            else:
-                conf.set(_NO_DATA_BATCHES, previous)
+            for key, value in previous.items():
+                if value is None:
+                    conf.unset(key)
+                else:
+                    conf.set(key, value)
         self._last_data = time.monotonic()
         log.info(
             "stream job reading %s on %s -> %s, %s, %s (checkpoint %s, trigger %s)",
