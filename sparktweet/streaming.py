@@ -309,12 +309,12 @@ def _wants_ticket() -> Column:
 
 
 def summarise_batch(batch: DataFrame) -> dict[str, Any]:
-    """One Spark job over a micro-batch of :func:`mark_first_records` rows (a ``noop`` write computing it,
-    i.e. filling the cache of a persisted batch): its counts and its duplicates.
+    """One Spark job over a micro-batch of :func:`mark_first_records` rows: its counts and its duplicates.
 
+    The job is a ``noop`` write with observed metrics (for a persisted batch, it fills the cache).
     Returns ``rows``, ``parse_errors``, ``duplicates``, ``errors`` (parse and score errors of the
-    records that are not duplicates; the dead letters are these and the duplicates), ``tickets`` (outbox records) and ``duplicate_positions``
-    (Kafka positions, see :func:`resolve_duplicates`). Each marker is at the position of one valid
+    records that are not duplicates; the dead letters are these and the duplicates), ``tickets``
+    (outbox records) and ``duplicate_positions`` (Kafka positions, see :func:`resolve_duplicates`). Each marker is at the position of one valid
     record of the same batch, so the duplicates are the valid records' positions without a marker.
     When some duplicate also had a score error or a ticket, the two counts are taken again on the
     flagged records (a second job, only in batches with duplicates).
