@@ -546,7 +546,7 @@ def _run_concurrently(tasks: Mapping[str, Any], began: float) -> dict[str, float
     def run(name: str, task: Any) -> None:
         try:
             task()
-        except BaseException as exc:  # re-raised below, in the foreachBatch thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the foreachBatch thread
             errors.append(exc)
         finally:
             done[name] = round(time.monotonic() - began, 2)
