@@ -4,8 +4,9 @@ For each variant (the saved model, then the same job with the model stages repla
 SQL stage that asks a ticket for every tweet):
 
 1. start a fresh stream job (own topics, output and checkpoint) in this process (``local[*]``);
-2. warm it up with ``--warmup`` tweets and wait until they are written (Python workers started,
-   models loaded), so the figures are those of a running job, not of its start-up;
+2. warm it up with ``--warmup-rounds`` rounds of ``--warmup`` tweets, waiting until each round is
+   written (Python workers started, models loaded in every worker of the pool), so the figures
+   are those of a running job, not of its start-up;
 3. replay ``--rate`` tweets/s for ``--duration`` seconds (token bucket, fresh tweet ids, texts
    from the bundled sample or ``--texts`` CSV) and measure, per tweet,
    * produce -> outbox: the ``replies.outbox`` record's timestamp minus the ``tweets.raw``
@@ -235,14 +236,18 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
     tweets = Tweets(texts)
     result = VariantResult(name)
     try:
-        log.info("[%s] warming up with %d tweets", name, args.warmup)
-        _produce(config, tweets, args.warmup, None)
-        _wait(lambda: job.stats.parquet_rows >= args.warmup, args.timeout, "the warm-up tweets")
+        # Several rounds: Python workers are handed out from one idle pool, so a worker that ran
+        # another UDF in the first batch may get the model stages in the next one and load them
+        # then (seconds); after a few batches every worker has them loaded.
+        for round_ in range(1, args.warmup_rounds + 1):
+            log.info("[%s] warming up with %d tweets (round %d of %d)", name, args.warmup, round_, args.warmup_rounds)
+            _produce(config, tweets, args.warmup, None)
+            _wait(lambda n=round_ * args.warmup: job.stats.parquet_rows >= n, args.timeout, "the warm-up tweets")
         log.info("[%s] replaying %.0f tweets/s for %.0fs", name, args.rate, args.duration)
         first_batch = len(collector.batches)
         keys, seconds = _produce(config, tweets, int(args.rate * args.duration), args.rate)
         result.sent, result.input_rate = len(keys), len(keys) / seconds
-        done = args.warmup + len(keys)
+        done = args.warmup * args.warmup_rounds + len(keys)
         _wait(lambda: job.stats.parquet_rows >= done, args.timeout, "the measured tweets")
         paced = [b for b in collector.batches[first_batch:] if b[1] > 0]
         if paced:
@@ -324,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=200.0, help="tweets per second during the measurement")
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of paced replay")
-    parser.add_argument("--warmup", type=int, default=200, help="tweets sent (and awaited) before measuring")
+    parser.add_argument("--warmup", type=int, default=200, help="tweets sent (and awaited) per warm-up round")
+    parser.add_argument("--warmup-rounds", type=int, default=3, help="warm-up rounds before measuring")
     parser.add_argument("--backlog", type=int, default=20000,
                         help="tweets for the sustained-rate measurement (0: skip); at least a few seconds' worth of the "
                              "rate to measure, or the job's fixed latency dominates")
