@@ -4,8 +4,9 @@ For each variant (the saved model, then the same job with the model stages repla
 SQL stage that asks a ticket for every tweet):
 
 1. start a fresh stream job (own topics, output and checkpoint) in this process (``local[*]``);
-2. warm it up with ``--warmup`` tweets and wait until they are written (Python workers started,
-   models loaded), so the figures are those of a running job, not of its start-up;
+2. warm it up with ``--warmup-rounds`` rounds of ``--warmup`` tweets, waiting until each round is
+   written (Python workers started, models loaded in every worker of the pool), so the figures
+   are those of a running job, not of its start-up;
 3. replay ``--rate`` tweets/s for ``--duration`` seconds (token bucket, fresh tweet ids, texts
    from the bundled sample or ``--texts`` CSV) and measure, per tweet,
    * produce -> outbox: the ``replies.outbox`` record's timestamp minus the ``tweets.raw``
@@ -72,6 +73,47 @@ class VariantResult:
     missing: int = 0
     sustained_rate: float | None = None
     backlog_seconds: float | None = None
+    #: Median per-batch figures of the paced phase: Spark's durationMs and the foreachBatch steps.
+    breakdown: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)
+    batches: int = 0
+    batch_rows: float = 0.0
+
+
+def _progress_collector(query_name: str) -> Any:
+    """A listener keeping (batchId, numInputRows, durationMs, state operator timings) of each batch of the query."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class Collector(StreamingQueryListener):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[tuple[int, int, dict[str, float]]] = []
+
+        def onQueryStarted(self, event: Any) -> None:
+            pass
+
+        def onQueryProgress(self, event: Any) -> None:
+            p = event.progress
+            if p.name != query_name:
+                return
+            durations = {k: float(v) for k, v in (p.durationMs or {}).items()}
+            for op in p.stateOperators or []:
+                for key in ("allUpdatesTimeMs", "allRemovalsTimeMs", "commitTimeMs"):
+                    durations[f"state.{key}"] = durations.get(f"state.{key}", 0.0) + float(getattr(op, key, 0) or 0)
+            self.batches.append((p.batchId, p.numInputRows, durations))
+
+        def onQueryIdle(self, event: Any) -> None:
+            pass
+
+        def onQueryTerminated(self, event: Any) -> None:
+            pass
+
+    return Collector()
+
+
+def _medians(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = sorted({k for r in rows for k in r})
+    return {k: float(np.median([r.get(k, 0.0) for r in rows])) for k in keys}
 
 
 def _free_port() -> int:
@@ -187,19 +229,33 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
         dedup=not args.no_dedup, starting_offsets="earliest",
     )
     job = StreamJob(spark, config, model, output, os.path.join(workdir, name, "checkpoint"), options)
+    collector = _progress_collector(options.query_name)
+    spark.streams.addListener(collector)
     runner = threading.Thread(target=job.run, kwargs={"max_seconds": args.timeout}, daemon=True)
     runner.start()
     tweets = Tweets(texts)
     result = VariantResult(name)
     try:
-        log.info("[%s] warming up with %d tweets", name, args.warmup)
-        _produce(config, tweets, args.warmup, None)
-        _wait(lambda: job.stats.parquet_rows >= args.warmup, args.timeout, "the warm-up tweets")
+        # Several rounds: Python workers are handed out from one idle pool, so a worker that ran
+        # another UDF in the first batch may get the model stages in the next one and load them
+        # then (seconds); after a few batches every worker has them loaded.
+        for round_ in range(1, args.warmup_rounds + 1):
+            log.info("[%s] warming up with %d tweets (round %d of %d)", name, args.warmup, round_, args.warmup_rounds)
+            _produce(config, tweets, args.warmup, None)
+            _wait(lambda n=round_ * args.warmup: job.stats.parquet_rows >= n, args.timeout, "the warm-up tweets")
         log.info("[%s] replaying %.0f tweets/s for %.0fs", name, args.rate, args.duration)
+        first_batch = len(collector.batches)
         keys, seconds = _produce(config, tweets, int(args.rate * args.duration), args.rate)
         result.sent, result.input_rate = len(keys), len(keys) / seconds
-        done = args.warmup + len(keys)
+        done = args.warmup * args.warmup_rounds + len(keys)
         _wait(lambda: job.stats.parquet_rows >= done, args.timeout, "the measured tweets")
+        paced = [b for b in collector.batches[first_batch:] if b[1] > 0]
+        if paced:
+            ids = {b[0] for b in paced}
+            result.batches = len(paced)
+            result.batch_rows = float(np.median([b[1] for b in paced]))
+            result.breakdown = _medians([b[2] for b in paced])
+            result.steps = _medians([t for batch_id, _, t in list(job.recent_timings) if batch_id in ids])
         if args.backlog:
             log.info("[%s] draining a backlog of %d tweets", name, args.backlog)
             before = job.stats.parquet_rows
@@ -211,6 +267,7 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
     finally:
         job.request_stop()
         runner.join(timeout=300)
+        spark.streams.removeListener(collector)
     produced = _timestamps(config, "raw")
     outbox = _timestamps(config, "outbox")
     written = _parquet_written(output)
@@ -234,6 +291,7 @@ def _stats(values: list[float]) -> str:
 
 def report(results: list[VariantResult], args: argparse.Namespace) -> str:
     lines = [(f"stream latency, {args.rate:.0f} tweets/s for {args.duration:.0f}s, trigger {args.trigger}, "
+             f"maxOffsetsPerTrigger {args.max_offsets_per_trigger}, backlog {args.backlog}, "
              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")]
     for r in results:
         lines += [
@@ -243,6 +301,12 @@ def report(results: list[VariantResult], args: argparse.Namespace) -> str:
             "  sustained rate:     " + (f"{r.sustained_rate:.0f} tweets/s ({args.backlog} tweets drained in {r.backlog_seconds:.1f}s)"
                                         if r.sustained_rate else "not measured"),
         ]
+        if r.breakdown:
+            lines.append(f"  per paced batch (median of {r.batches}, {r.batch_rows:.0f} rows), Spark durationMs: "
+                         + ", ".join(f"{k} {v:.0f}" for k, v in r.breakdown.items()))
+        if r.steps:
+            lines.append("  foreachBatch steps done at (s since the batch began, median): "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in r.steps.items()))
     model_result = next((r for r in results if r.name == "model"), None)
     if model_result is not None and model_result.outbox_latency:
         p50, p99 = (float(np.percentile(model_result.outbox_latency, q)) for q in (50, 99))
@@ -265,16 +329,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=200.0, help="tweets per second during the measurement")
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of paced replay")
-    parser.add_argument("--warmup", type=int, default=200, help="tweets sent (and awaited) before measuring")
-    parser.add_argument("--backlog", type=int, default=5000, help="tweets for the sustained-rate measurement (0: skip)")
+    parser.add_argument("--warmup", type=int, default=200, help="tweets sent (and awaited) per warm-up round")
+    parser.add_argument("--warmup-rounds", type=int, default=3, help="warm-up rounds before measuring")
+    parser.add_argument("--backlog", type=int, default=20000,
+                        help="tweets for the sustained-rate measurement (0: skip); at least a few seconds' worth of the "
+                             "rate to measure, or the job's fixed latency dominates")
     parser.add_argument("--model", default=os.path.join(ROOT, "models", "default"), help="saved model folder")
     parser.add_argument("--variants", default="model,no-model", help="comma-separated: model, no-model")
     parser.add_argument("--trigger", default="100 milliseconds", help="micro-batch trigger")
-    parser.add_argument("--max-offsets-per-trigger", type=int, default=2000)
+    parser.add_argument("--max-offsets-per-trigger", type=int, default=10000,
+                        help="micro-batch size cap: the sustained rate cannot exceed it divided by a batch's duration")
     parser.add_argument("--partitions", type=int, default=None, help="scoring tasks per batch (default: cores)")
     parser.add_argument("--kafka-partitions", type=int, default=4, help="partitions of the benchmark's tweets.raw")
     parser.add_argument("--shuffle-partitions", type=int, default=os.cpu_count() or 2,
                         help="spark.sql.shuffle.partitions, i.e. the duplicate-id state's partitions (default: cores)")
+    parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra Spark setting for the session (repeatable), e.g. spark.sql.codegen.wholeStage=false")
     parser.add_argument("--no-dedup", action="store_true", help="run without the duplicate-id state")
     parser.add_argument("--texts", help="CSV with a text column (e.g. Tweets.csv) instead of the bundled sample")
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
@@ -298,8 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         from sparktweet.session import build_session
         from sparktweet.training import load_model
 
+        extra = dict(item.split("=", 1) for item in args.spark_conf)
         spark = build_session(config, app_name="sparktweet-bench", **{
-            "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": str(args.shuffle_partitions)})
+            "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": str(args.shuffle_partitions), **extra})
         texts = _texts(args.texts)
         results = []
         for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:

@@ -43,7 +43,10 @@ Spark's default parallelism, i.e. the cores; 0 keeps the source's partitions), `
 (86400), ``max_restarts`` (10 in a row), ``restart_backoff_s`` (2, doubling up to
 ``restart_backoff_max_s``, 60), ``stop_timeout_s`` (60), ``source_options`` and ``sink_options``
 (extra Kafka options, e.g. ``kafka.security.protocol``). The dedup step's parallelism is
-``spark.sql.shuffle.partitions`` as fixed by the checkpoint's first run.
+``dedup.state_partitions`` (1) for a new checkpoint; an existing checkpoint keeps the number it was
+created with (Spark records it). Each state partition is a task and a state store commit per
+micro-batch, and one key per tweet is little work, so one partition is the cheap default; raise it
+for rates a single task cannot keep up with.
 
 Examples
 --------
@@ -65,12 +68,13 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pyspark.ml import Transformer
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
@@ -99,6 +103,7 @@ _INTEGER_TYPES = ("BIGINT", "INT", "SMALLINT", "TINYINT")
 _ID_FIELDS = ("tweet_id", "author_id", "in_reply_to_tweet_id")
 _OBSERVATION = "sparktweet_input"
 _NO_DATA_BATCHES = "spark.sql.streaming.noDataMicroBatches.enabled"
+_SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 
 DEFAULTS: dict[str, Any] = {
     "trigger": "500 milliseconds",
@@ -108,7 +113,7 @@ DEFAULTS: dict[str, Any] = {
     "max_text_chars": 25_000,
     "deadletter_max_original_bytes": 256 * 1024,
     "partitions": None,
-    "dedup": {"enabled": True, "ttl_s": 86_400},
+    "dedup": {"enabled": True, "ttl_s": 86_400, "state_partitions": 1},
     "max_restarts": 10,
     "restart_backoff_s": 2.0,
     "restart_backoff_max_s": 60.0,
@@ -250,7 +255,29 @@ def mark_first_records(scored: DataFrame, parsed: DataFrame, ttl_s: float) -> Da
     return scored.withColumn(_ROLE, F.lit("record")).unionByName(markers)
 
 
-def resolve_duplicates(batch: DataFrame) -> DataFrame:
+def _position() -> Column:
+    """A record's Kafka position in the topic as one long (partition in the top bits)."""
+    return F.shiftleft(F.col("kafka_partition").cast("long"), 44) + F.col("kafka_offset")
+
+
+def _duplicate_reason() -> Column:
+    return F.concat(
+        F.lit("duplicate tweet_id "), F.col("tweet_id"),
+        F.lit(": a record with this id was already accepted (or this one is older than the duplicate-check window)"),
+    )
+
+
+def _flag_duplicates(records: DataFrame, dup: Column, columns: list[str]) -> DataFrame:
+    reason = _duplicate_reason()
+    return records.select(
+        *[c for c in columns if c not in ("error", _PARSE_ERROR, _STAGE)],
+        F.when(dup, reason).otherwise(F.col("error")).alias("error"),
+        F.when(dup, reason).otherwise(F.col(_PARSE_ERROR)).alias(_PARSE_ERROR),
+        F.when(dup, F.lit(STAGE_DEDUP)).otherwise(F.col(_STAGE)).alias(_STAGE),
+    ).select(*columns)
+
+
+def resolve_duplicates(batch: DataFrame, duplicates: list[int] | None = None) -> DataFrame:
     """A micro-batch of :func:`mark_first_records` rows -> the records, later ones of a tweet_id flagged.
 
     A valid record without a marker at its Kafka position is a duplicate: an earlier record with
@@ -259,24 +286,74 @@ def resolve_duplicates(batch: DataFrame) -> DataFrame:
     window (the newest timestamp seen minus ``dedup.ttl_s``) is beyond the duplicate check and is
     flagged too, saying so; with producer-stamped timestamps that only happens to a partition
     lagging the others by more than the window. Without ``_role`` the batch is returned as it is.
+
+    ``duplicates``, when given, are the Kafka positions (:func:`_position`) of the duplicates,
+    already found by :func:`summarise_batch`: the records are flagged by position, without joining
+    them to the markers (no extra Spark job).
     """
     if _ROLE not in batch.columns:
         return batch
     columns = [c for c in batch.columns if c != _ROLE]
-    firsts = batch.where(F.col(_ROLE) == "first").select("kafka_partition", "kafka_offset", F.lit(True).alias("_is_first"))
     records = batch.where(F.col(_ROLE) == "record").drop(_ROLE)
+    if duplicates is not None:
+        if not duplicates:
+            return records
+        return _flag_duplicates(records, F.col(_PARSE_ERROR).isNull() & _position().isin(duplicates), columns)
+    firsts = batch.where(F.col(_ROLE) == "first").select("kafka_partition", "kafka_offset", F.lit(True).alias("_is_first"))
     joined = records.join(F.broadcast(firsts), ["kafka_partition", "kafka_offset"], "left")
-    dup = F.col(_PARSE_ERROR).isNull() & F.col("_is_first").isNull()
-    reason = F.concat(
-        F.lit("duplicate tweet_id "), F.col("tweet_id"),
-        F.lit(": a record with this id was already accepted (or this one is older than the duplicate-check window)"),
-    )
-    return joined.select(
-        *[c for c in columns if c not in ("error", _PARSE_ERROR, _STAGE)],
-        F.when(dup, reason).otherwise(F.col("error")).alias("error"),
-        F.when(dup, reason).otherwise(F.col(_PARSE_ERROR)).alias(_PARSE_ERROR),
-        F.when(dup, F.lit(STAGE_DEDUP)).otherwise(F.col(_STAGE)).alias(_STAGE),
-    ).select(*columns)
+    return _flag_duplicates(joined, F.col(_PARSE_ERROR).isNull() & F.col("_is_first").isNull(), columns)
+
+
+def _wants_ticket() -> Column:
+    return F.col("error").isNull() & F.coalesce(F.col("needs_ticket"), F.lit(False)) & F.col("ticket_id").isNotNull()
+
+
+def summarise_batch(batch: DataFrame) -> dict[str, Any]:
+    """One Spark job over a micro-batch of :func:`mark_first_records` rows: its counts and its duplicates.
+
+    The job is a ``noop`` write with observed metrics (for a persisted batch, it fills the cache).
+    Returns ``rows``, ``parse_errors``, ``duplicates``, ``errors`` (parse and score errors of the
+    records that are not duplicates; the dead letters are these and the duplicates), ``tickets``
+    (outbox records) and ``duplicate_positions`` (Kafka positions, see :func:`resolve_duplicates`). Each marker is at the position of one valid
+    record of the same batch, so the duplicates are the valid records' positions without a marker.
+    When some duplicate also had a score error or a ticket, the two counts are taken again on the
+    flagged records (a second job, only in batches with duplicates).
+    """
+    has_roles = _ROLE in batch.columns
+    record = (F.col(_ROLE) == "record") if has_roles else F.lit(True)
+    valid = record & F.col(_PARSE_ERROR).isNull()
+    aggs = [
+        F.count(F.when(record, 1)).alias("rows"),
+        F.count(F.when(record, F.col(_PARSE_ERROR))).alias("parse_errors"),
+        F.count(F.when(record & F.col("error").isNotNull(), 1)).alias("errors"),
+        F.count(F.when(record & _wants_ticket(), 1)).alias("tickets"),
+    ]
+    if has_roles:
+        aggs += [
+            F.count(F.when(F.col(_ROLE) == "first", 1)).alias("firsts"),
+            F.count(F.when(valid, 1)).alias("valid"),
+        ]
+    # Observed metrics are summed from the tasks' accumulators: no aggregation stage, unlike agg().
+    observation = Observation()
+    batch.observe(observation, *aggs).write.format("noop").mode("overwrite").save()
+    row = observation.get
+    out = {k: int(row[k]) for k in ("rows", "parse_errors", "errors", "tickets")}
+    out["duplicates"], out["duplicate_positions"] = 0, []
+    if has_roles and row["valid"] != row["firsts"]:
+        # Rare: positions of both sides, compared here (a few thousand longs at most).
+        pos = batch.agg(
+            F.collect_list(F.when(valid, _position())).alias("valid"),
+            F.collect_list(F.when(F.col(_ROLE) == "first", _position())).alias("firsts"),
+        ).first()
+        firsts = set(pos["firsts"])
+        dups = sorted(p for p in pos["valid"] if p not in firsts)
+        flagged = resolve_duplicates(batch, dups)
+        exact = flagged.agg(
+            F.count("error").alias("errors"), F.count(F.when(_wants_ticket(), 1)).alias("tickets"),
+        ).first()
+        out.update(duplicates=len(dups), duplicate_positions=dups, errors=int(exact["errors"]) - len(dups),
+                   tickets=int(exact["tickets"]))
+    return out
 
 
 # --- scoring and sinks ------------------------------------------------------------------------
@@ -394,6 +471,7 @@ class StreamOptions:
     partitions: int | None = DEFAULTS["partitions"]
     dedup: bool = True
     dedup_ttl_s: float = 86_400
+    state_partitions: int | None = DEFAULTS["dedup"]["state_partitions"]
     max_restarts: int = DEFAULTS["max_restarts"]
     restart_backoff_s: float = DEFAULTS["restart_backoff_s"]
     restart_backoff_max_s: float = DEFAULTS["restart_backoff_max_s"]
@@ -414,6 +492,7 @@ class StreamOptions:
             "partitions": _setting(config, "partitions"),
             "dedup": bool(_setting(config, "dedup.enabled")),
             "dedup_ttl_s": float(_setting(config, "dedup.ttl_s")),
+            "state_partitions": _setting(config, "dedup.state_partitions"),
             "max_restarts": int(_setting(config, "max_restarts")),
             "restart_backoff_s": float(_setting(config, "restart_backoff_s")),
             "restart_backoff_max_s": float(_setting(config, "restart_backoff_max_s")),
@@ -422,8 +501,9 @@ class StreamOptions:
             "sink_options": {str(k): str(v) for k, v in (_setting(config, "sink_options") or {}).items()},
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if values["partitions"] is not None:
-            values["partitions"] = int(values["partitions"])
+        for key in ("partitions", "state_partitions"):
+            if values[key] is not None:
+                values[key] = int(values[key])
         mopt = values["max_offsets_per_trigger"]
         values["max_offsets_per_trigger"] = int(mopt) if mopt not in (None, "", 0) else None
         if values["max_text_chars"] < 1:
@@ -466,7 +546,7 @@ def _run_concurrently(tasks: Mapping[str, Any], began: float) -> dict[str, float
     def run(name: str, task: Any) -> None:
         try:
             task()
-        except BaseException as exc:  # re-raised below, in the foreachBatch thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the foreachBatch thread
             errors.append(exc)
         finally:
             done[name] = round(time.monotonic() - began, 2)
@@ -578,6 +658,8 @@ class StreamJob:
         self._last_data = time.monotonic()
         self._bootstrap = kafka_io.bootstrap_servers(config)
         self._topics = {name: kafka_io.topic_name(config, name) for name in ("raw", "outbox", "deadletter")}
+        #: (batch_id, rows, {step: seconds since the batch began}) of the last batches with data.
+        self.recent_timings: deque[tuple[int, int, dict[str, float]]] = deque(maxlen=200)
 
     # -- building ----------------------------------------------------------------------------
 
@@ -599,6 +681,15 @@ class StreamJob:
 
     def pipeline(self, kafka_df: DataFrame) -> DataFrame:
         """Source rows -> parsed (observed) -> scored (+ first-record markers): what foreachBatch receives."""
+        partitions = self.options.partitions
+        if partitions is None:
+            partitions = self.spark.sparkContext.defaultParallelism
+        if partitions:
+            # Each pipeline stage is its own pandas UDF, i.e. its own Python worker per task: more
+            # tasks than cores only means more workers to start and keep warm (4 Kafka partitions
+            # on a 2-core laptop would need 24 workers, each loading models). Coalesced before
+            # parsing, so the duplicate check's branch reads the source in as few tasks.
+            kafka_df = kafka_df.coalesce(partitions)
         parsed = parse_records(kafka_df, self.options.max_text_chars)
         observed = parsed.observe(
             _OBSERVATION,
@@ -606,14 +697,6 @@ class StreamJob:
             F.min("kafka_timestamp").alias("oldest"),
             F.max("kafka_timestamp").alias("newest"),
         )
-        partitions = self.options.partitions
-        if partitions is None:
-            partitions = self.spark.sparkContext.defaultParallelism
-        if partitions:
-            # Each pipeline stage is its own pandas UDF, i.e. its own Python worker per task: more
-            # tasks than cores only means more workers to start and keep warm (4 Kafka partitions
-            # on a 2-core laptop would need 24 workers, each loading models).
-            observed = observed.coalesce(partitions)
         scored = score_stream(self.model, observed)
         if self.options.dedup:
             scored = mark_first_records(scored, parsed, self.options.dedup_ttl_s)
@@ -636,36 +719,37 @@ class StreamJob:
         writer.save()
 
     def process_batch(self, batch: DataFrame, batch_id: int) -> None:
-        """foreachBatch: persist the batch once, flag duplicates, write outbox, Parquet and dead letters at once."""
+        """foreachBatch: persist the batch once, count it and find duplicates in one job, then write
+        outbox, Parquet and dead letters at once from the cache."""
         self._busy.set()
         began = time.monotonic()
-        # Computed once (Kafka read, model, dedup state); every sink below reads the cache.
+        timings: dict[str, float] = {}
+        # Computed once (Kafka read, model, dedup state) by the summary job; every sink reads the cache.
         raw = batch.persist()
-        batch = resolve_duplicates(raw)
+        timings["persist"] = time.monotonic() - began
         try:
-            counts = batch.agg(
-                F.count(F.lit(1)).alias("rows"),
-                F.count(_PARSE_ERROR).alias("parse_errors"),
-                F.count(F.when(F.col(_STAGE) == STAGE_DEDUP, 1)).alias("duplicates"),
-                F.count("error").alias("errors"),
-                F.count(
-                    F.when(F.col("error").isNull() & F.coalesce(F.col("needs_ticket"), F.lit(False)) & F.col("ticket_id").isNotNull(), 1)
-                ).alias("tickets"),
-            ).first()
-            rows = int(counts["rows"])
+            counts = summarise_batch(raw)
+            rows = counts["rows"]
             if rows == 0:
                 return
-            timings = {"scored": time.monotonic() - began}
-            parse_errors, errors, tickets = int(counts["parse_errors"]), int(counts["errors"]), int(counts["tickets"])
+            timings["scored"] = time.monotonic() - began
+            batch = resolve_duplicates(raw, counts["duplicate_positions"])
+            parse_errors, errors, tickets = counts["parse_errors"], counts["errors"], counts["tickets"]
+            duplicates = counts["duplicates"]
             writes: dict[str, Any] = {}
             if tickets:
                 writes["outbox"] = lambda: self._kafka_write(outbox_records(batch), self._topics["outbox"])
-            if rows > parse_errors:
+            if rows > parse_errors + duplicates:
                 writes["parquet"] = lambda: (
                     batch.where(F.col(_PARSE_ERROR).isNull()).select(*PARQUET_COLUMNS)
-                    .write.mode("append").partitionBy("date").parquet(self.output)
+                    .write.mode("append").partitionBy("date")
+                    # Each task moves its files into place when it commits (no second rename pass at job
+                    # commit) and no _SUCCESS marker: a micro-batch is an append, its commit is the checkpoint's.
+                    .option("mapreduce.fileoutputcommitter.algorithm.version", "2")
+                    .option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
+                    .parquet(self.output)
                 )
-            if errors:
+            if errors or duplicates:
                 writes["deadletter"] = lambda: self._kafka_write(
                     deadletter_records(batch, self.options.deadletter_max_original_bytes), self._topics["deadletter"]
                 )
@@ -673,20 +757,23 @@ class StreamJob:
             s = self.stats
             s.batches += 1
             s.rows += rows
-            s.parquet_rows += rows - parse_errors
+            s.parquet_rows += rows - parse_errors - duplicates
             s.outbox_records += tickets
-            s.deadletter_records += errors
-            s.parse_errors += parse_errors - int(counts["duplicates"])
-            s.duplicates += int(counts["duplicates"])
+            s.deadletter_records += errors + duplicates
+            s.parse_errors += parse_errors
+            s.duplicates += duplicates
             s.score_errors += errors - parse_errors
             s.last_batch_id = batch_id
             s.last_batch_seconds = time.monotonic() - began
+            timings["total"] = s.last_batch_seconds
             self._last_data = time.monotonic()
-            log.debug("batch %d: %s; seconds since start when done: %s", batch_id, counts.asDict(),
-                      {k: round(v, 2) for k, v in timings.items()})
         finally:
             raw.unpersist()
             self._busy.clear()
+        timings["unpersisted"] = time.monotonic() - began
+        self.recent_timings.append((batch_id, rows, timings))
+        log.debug("batch %d: %s; seconds since start when done: %s", batch_id,
+                  {k: v for k, v in counts.items() if k != "duplicate_positions"}, {k: round(v, 2) for k, v in timings.items()})
 
     def start(self) -> StreamingQuery:
         """Start (or restart from the checkpoint) the query; returns the running StreamingQuery."""
@@ -704,16 +791,23 @@ class StreamJob:
         # Processing-time state timeouts make Spark run a "no-data" micro-batch at every trigger,
         # which would push empty partitions through the whole model; expired dedup state is just
         # as well dropped at the next batch that has data. The query keeps the value it starts with.
+        # The query's session is a clone taken by start(), so settings made only around it stick to the
+        # query. spark.sql.shuffle.partitions is the dedup state's partitions for a new checkpoint.
+        settings = {_NO_DATA_BATCHES: "false"}
+        if self.options.state_partitions:
+            settings[_SHUFFLE_PARTITIONS] = str(self.options.state_partitions)
         conf = self.spark.conf
-        previous = conf.get(_NO_DATA_BATCHES, None)
-        conf.set(_NO_DATA_BATCHES, "false")
+        previous = {key: conf.get(key, None) for key in settings}
+        for key, value in settings.items():
+            conf.set(key, value)
         try:
             self.query = writer.start()
         finally:
-            if previous is None:
-                conf.unset(_NO_DATA_BATCHES)
-            else:
-                conf.set(_NO_DATA_BATCHES, previous)
+            for key, value in previous.items():
+                if value is None:
+                    conf.unset(key)
+                else:
+                    conf.set(key, value)
         self._last_data = time.monotonic()
         log.info(
             "stream job reading %s on %s -> %s, %s, %s (checkpoint %s, trigger %s)",

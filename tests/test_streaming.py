@@ -51,6 +51,7 @@ from sparktweet.streaming import (
     resolve_duplicates,
     run_stream,
     score_stream,
+    summarise_batch,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,10 +165,16 @@ def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path):
     parsed = parse_records(stream)
     marked = mark_first_records(score_stream(None, parsed), parsed, ttl_s=600)
     seen: list = []
+    by_position: list = []
+    summaries: list = []
 
     def collect(batch, batch_id):
         batch.persist()
         seen.extend(resolve_duplicates(batch).select("kafka_offset", "error", "_stage").collect())
+        # The stream job's path: one summary job finds the duplicates, which are then flagged by position.
+        summary = summarise_batch(batch)
+        by_position.extend(resolve_duplicates(batch, summary["duplicate_positions"]).select("kafka_offset", "error", "_stage").collect())
+        summaries.append({k: v for k, v in summary.items() if k != "duplicate_positions"})
         batch.unpersist()
 
     offset = 0
@@ -195,6 +202,12 @@ def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path):
     )
     got = spark.createDataFrame(seen, "kafka_offset long, error string, _stage string").orderBy("kafka_offset")
     assert_df_equality(got, expected, ignore_nullable=True)
+    got = spark.createDataFrame(by_position, "kafka_offset long, error string, _stage string").orderBy("kafka_offset")
+    assert_df_equality(got, expected, ignore_nullable=True)
+    assert [s for s in summaries if s["rows"]] == [
+        {"rows": 3, "parse_errors": 0, "duplicates": 1, "errors": 0, "tickets": 0},
+        {"rows": 4, "parse_errors": 2, "duplicates": 1, "errors": 2, "tickets": 0},
+    ]
 
 
 class _FakeStages(Transformer):
