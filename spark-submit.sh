@@ -23,7 +23,7 @@
 #           pyspark's Hadoop version (credentials: the default AWS chain, e.g. the instance profile).
 #
 # Spark settings (each overridable with an environment variable):
-#   ARROW_BATCH=2048    rows per Arrow batch into the pandas UDFs (also passed to the job as
+#   ARROW_BATCH=8192    rows per Arrow batch into the pandas UDFs (also passed to the job as
 #                       --set spark.arrow_batch_size, because the job's session settings win)
 #   TF_THREADS=1        TensorFlow intra/inter-op threads per Python worker: one task per core
 #                       already fills the core, more threads only contend
@@ -191,7 +191,7 @@ fi
 [ -n "${ARROW_BATCH:-}" ] && args+=(--set "spark.arrow_batch_size=$ARROW_BATCH")
 opts+=(
   --conf spark.sql.execution.arrow.pyspark.enabled=true
-  --conf spark.sql.execution.arrow.maxRecordsPerBatch="${ARROW_BATCH:-2048}"
+  --conf spark.sql.execution.arrow.maxRecordsPerBatch="${ARROW_BATCH:-8192}"
   --conf spark.python.worker.reuse=true
   --conf spark.serializer=org.apache.spark.serializer.KryoSerializer
   --conf spark.kryoserializer.buffer.max=512m

@@ -34,7 +34,7 @@ def build_session(config: Mapping[str, Any] | None = None, app_name: str | None 
     builder = (
         SparkSession.builder.appName(app_name or get(config, "spark.app_name", "sparktweet"))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(get(config, "spark.arrow_batch_size", 2048)))
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(get(config, "spark.arrow_batch_size", 8192)))
         .config("spark.sql.shuffle.partitions", str(get(config, "spark.shuffle_partitions", 4)))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.python.worker.reuse", "true")
