@@ -7,8 +7,8 @@ Prints, in one run:
 
 1. whole-pipeline batch scoring with Spark ``local[2]`` (``sparktweet.scoring.score``: read the
    input, all six stages, the Python ones fused into one worker pass, write Parquet), tweets/s,
-   cold (first job: Python workers start and load the models) and warm (second job on the same
-   session); ``--no-fuse`` runs each stage as its own pandas UDF instead, for comparison;
+   cold (first job: Python workers start and load the models) and warm (the last of
+   ``--warm-runs`` further jobs on the same session, each printed); ``--no-fuse`` runs each stage as its own pandas UDF instead, for comparison;
 2. the same models in one plain Python process without Spark (TextPreprocessor → GuidedLda.label →
    TextClassifier.predict ×2 → ner.extract → ticket ids and replies), tweets/s, and the ratio;
 3. one LSTM's inference alone (the topic model's ``TextClassifier.predict_proba`` on pre-tokenised tweets; the
@@ -316,10 +316,16 @@ def spark_main(args: argparse.Namespace, input_path: str) -> dict[str, Any]:
         model = load_model(str(args.model))
         with tempfile.TemporaryDirectory() as tmp:
             cold = score(spark, model, [input_path], os.path.join(tmp, "cold"))
-            warm = score(spark, model, [input_path], os.path.join(tmp, "warm"))
+            # Each task runs two Python UDFs (the fused model pass, the ticket-ID UDF), i.e. two pooled
+            # workers, and the pool hands them out in turn: a worker that only ran the ticket UDF so far
+            # loads the models (~15 s) the first time it gets the fused pass. So the second job may still
+            # pay that; the last of ``--warm-runs`` jobs is the steady state and is the figure compared.
+            warms = [score(spark, model, [input_path], os.path.join(tmp, f"warm{i}")) for i in range(max(1, args.warm_runs))]
+            warm = warms[-1]
     out["spark_rows"] = warm.rows
     out["spark_cold_seconds"], out["spark_cold_tweets_per_s"] = cold.seconds, cold.tweets_per_second
     out["spark_warm_seconds"], out["spark_warm_tweets_per_s"] = warm.seconds, warm.tweets_per_second
+    out["spark_warm_runs_tweets_per_s"] = [w.tweets_per_second for w in warms]
     out["spark_errors"] = warm.errors
     out["spark_tickets"] = warm.tickets
     out["spark_peak_rss_mb"] = mem.peak / 2**20
@@ -341,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10,000 tweets and 500 for the naive UDF.")
     parser.add_argument("--naive-n", type=int, default=2000, help="Tweets for the naive per-row UDF (default 2,000).")
     parser.add_argument("--cores", type=int, default=2, help="Spark local[N] (default 2).")
+    parser.add_argument("--warm-runs", type=int, default=2,
+                        help="Scoring jobs after the cold one; the last is the warm figure, all are printed (default 2).")
     parser.add_argument("--arrow-batch", type=int, default=8192, help="spark.sql.execution.arrow.maxRecordsPerBatch.")
     parser.add_argument("--plain-tf-threads", type=int, default=0, help="TensorFlow threads in the plain process (0: TF's default).")
     parser.add_argument("--no-fuse", action="store_true", help="Score with one pandas UDF per stage (no sparktweet.fusion), for comparison.")
@@ -372,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (f"whole pipeline, Spark local[{args.cores}]{', unfused' if args.no_fuse else ''}, warm (tweets/s)", f"{results['spark_warm_tweets_per_s']:,.0f}",
          f">= {FLOORS['pipeline']:,.0f}", verdict(results["spark_warm_tweets_per_s"], FLOORS["pipeline"])),
         ("whole pipeline, Spark, cold incl. worker start-up (tweets/s)", f"{results['spark_cold_tweets_per_s']:,.0f}", "reported", ""),
+        ("  each warm job in turn (tweets/s)", ", ".join(f"{r:,.0f}" for r in results["spark_warm_runs_tweets_per_s"]), "reported", ""),
         ("same models, one plain Python process (tweets/s)", f"{results['plain_tweets_per_s']:,.0f}", "reported", ""),
         ("Spark / plain Python", f"{ratio:.2f}x", f">= {FLOORS['ratio']}x", verdict(ratio, FLOORS["ratio"])),
         ("one LSTM (the topic model), TextClassifier.predict_proba (tweets/s)", f"{results['lstm_tweets_per_s']:,.0f}",
