@@ -296,8 +296,15 @@ def _jvm_command(s: BrokerSettings, java: str, main_class: str, *args: str) -> l
 
 
 def _random_cluster_id() -> str:
-    # Kafka's Uuid.toString: URL-safe base64 of 16 bytes without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    """Kafka's ``Uuid.toString``: URL-safe base64 of 16 random bytes without padding.
+
+    Like Kafka's own ``Uuid.randomUuid``, an id starting with ``-`` (one in 64) is drawn again: the
+    storage tool's argument parser would read it as an option ("--cluster-id: expected one argument").
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -371,6 +378,11 @@ def _locked(s: BrokerSettings) -> Iterator[None]:
 
 
 def _format(s: BrokerSettings, java: str, cluster_id: str | None) -> None:
+    if cluster_id and str(cluster_id).startswith("-"):
+        raise KafkaBrokerError(
+            f"kafka.cluster_id {cluster_id!r} starts with '-', which Kafka's storage tool reads as an option; "
+            "choose another id (or leave it unset for a random one)."
+        )
     cmd = _jvm_command(
         s,
         java,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 import uuid
@@ -133,6 +134,22 @@ def test_start_without_broker_jars_says_how_to_fetch_them(tmp_path):
     config = load_config(overrides=[*_overrides(tmp_path, _free_port(), _free_port()), f"kafka.libs_dir={tmp_path}"])
     with pytest.raises(broker.KafkaBrokerError, match="scripts/fetch_jars.sh"):
         broker.start(config)
+
+
+def test_random_cluster_ids_never_start_with_a_dash():
+    # One plain base64url id in 64 starts with "-", which the storage tool reads as an option
+    # (a CI run failed on it); 3,000 draws would hit that about 47 times without the redraw.
+    ids = [broker._random_cluster_id() for _ in range(3000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 and len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_configured_cluster_id_starting_with_a_dash_is_refused_clearly(tmp_path):
+    config = load_config(overrides=[*_overrides(tmp_path, _free_port(), _free_port()), "kafka.cluster_id=-abcdefghijklmnopqrstu"])
+    with pytest.raises(broker.KafkaBrokerError, match="starts with '-'"):
+        broker.start(config)
+    assert broker.status(config).running is False
 
 
 def test_settings_defaults_and_validation():
