@@ -12,6 +12,13 @@ A stage offers a step through ``_fusion_step(columns)``, given the columns its i
 and returns ``None`` when it cannot be fused in that configuration (the JVM tokeniser, say). The
 kernel must give exactly what the stage's own ``transform`` gives, errors included;
 ``tests/test_fusion.py`` checks the fused and unfused outputs row for row.
+
+A stage whose work is mostly Spark Column expressions with a little Python in the middle (the
+ticket stage: SQL rules around a ticket-ID function) can still join the pass: its ``prepare``
+adds the input columns its kernel needs, its kernel computes the Python part inside the pass, and
+its ``finish`` applies the Column expressions to the pass's output. Such a step ends its run, so
+no later kernel ever sees values before ``finish``. One Python UDF per task then serves the whole
+pipeline: one pooled Python worker per task slot, holding every model once.
 """
 
 from __future__ import annotations
@@ -45,12 +52,21 @@ class FusionStep:
         row for each output name. It captures paths and plain settings, never a loaded model.
     text_inputs
         Inputs read as text: cast to string and made valid UTF-8 before they reach Python.
+    prepare
+        Optional function of the pass's input DataFrame, applied before the pass, that adds columns
+        the kernel reads (computed from columns present before the run only).
+    finish
+        Optional function of the pass's output DataFrame, applied after it, that turns the kernel's
+        outputs into the stage's own columns (and drops what ``prepare`` and the kernel added). A
+        step with ``finish`` is the last of its run.
     """
 
     inputs: tuple[str, ...]
     outputs: tuple[tuple[str, T.DataType], ...]
     kernel: Kernel
     text_inputs: frozenset[str] = field(default_factory=frozenset)
+    prepare: Callable[[DataFrame], DataFrame] | None = None
+    finish: Callable[[DataFrame], DataFrame] | None = None
 
 
 def _step_of(stage: Transformer, columns: Sequence[str]) -> FusionStep | None:
@@ -74,6 +90,11 @@ def _run_kernels(kernels: Sequence[Kernel], inputs: Sequence[str], outputs: Sequ
 
 def _apply_run(dataset: DataFrame, steps: Sequence[FusionStep]) -> DataFrame:
     """One pandas UDF for ``steps``; columns end up as the stages would have left them, in the same order."""
+    if any(step.finish is not None for step in steps[:-1]):
+        raise ValueError("a fusion step with finish must be the last of its run")
+    for step in steps:
+        if step.prepare is not None:
+            dataset = step.prepare(dataset)
     present = set(dataset.columns)
     produced: dict[str, T.DataType] = {}
     inputs: list[str] = []
@@ -105,7 +126,9 @@ def _apply_run(dataset: DataFrame, steps: Sequence[FusionStep]) -> DataFrame:
     tmp = "__sparktweet_fused"
     out = dataset.withColumn(tmp, udf(F.struct(*exprs)))
     out = out.withColumns({name: F.col(tmp)[f"o{i}"] for i, name in enumerate(outputs)})
-    return out.select(*[F.col(f"`{c}`") for c in order])
+    out = out.select(*[F.col(f"`{c}`") for c in order])
+    finish = steps[-1].finish
+    return finish(out) if finish is not None else out
 
 
 class FusedPipelineModel(Transformer):
@@ -139,6 +162,9 @@ class FusedPipelineModel(Transformer):
             run.append(step)
             run_stages.append(stage)
             columns += [name for name, _ in step.outputs if name not in columns]
+            if step.finish is not None:
+                dataset = flush(dataset)
+                columns = list(dataset.columns)
         return flush(dataset)
 
 

@@ -35,6 +35,7 @@ errors
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -55,6 +56,7 @@ from pyspark.sql import types as T
 
 from sparktweet.categories import DEFAULT_CATEGORIES, Category, load_categories, parse_categories
 from sparktweet.errors import ConfigError, InputError, TicketIdError
+from sparktweet.fusion import FusionStep
 from sparktweet.params import HasErrorCol, HasModelVersion, HasTextCol
 from sparktweet.ticket_ids import make_ticket_id
 from sparktweet.workers import error_column, with_struct_outputs
@@ -164,36 +166,53 @@ def _word_regex(words: list[str]) -> str:
     return r"(?i)\b(" + "|".join(alternatives) + r")\b"
 
 
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _ticket_row(
+    categories: dict[str, tuple[str, str, str]],
+    tracking_url: str,
+    needs: Any,
+    tweet_id: str,
+    category: str,
+    created_text: Any,
+    created_epoch: Any,
+    flight: Any,
+    airport: Any,
+) -> tuple[str | None, str | None, str | None]:
+    """(ticket_id, reply_text, error) of one row; all null when the row needs no ticket."""
+    if _is_missing(needs) or not bool(needs):
+        return (None, None, None)
+    prefix, name, template = categories[category]
+    if not _is_missing(created_epoch):
+        created: Any = datetime.fromtimestamp(int(created_epoch), tz=timezone.utc)
+    else:
+        created = created_text if isinstance(created_text, str) else None
+    try:
+        ticket_id = make_ticket_id(tweet_id, prefix, created)
+    except TicketIdError as exc:
+        return (None, None, f"TicketGenerator: {exc}")
+    reply = render_reply(
+        template,
+        ticket_id=ticket_id,
+        name=name,
+        tracking_url=_tracking_url(tracking_url, ticket_id),
+        flight=flight if isinstance(flight, str) else "",
+        airport=airport if isinstance(airport, str) else "",
+    )
+    return (ticket_id, reply, None)
+
+
 def _ticket_udf(categories: dict[str, tuple[str, str, str]], tracking_url: str) -> Callable[..., Column]:
-    """The one Python UDF of the stage: ticket ID and reply text.
+    """The one Python UDF of the stage when it runs alone: ticket ID and reply text.
 
     It exists so that the ID scheme has a single implementation, ``ticket_ids.make_ticket_id``,
     shared with the dispatcher and web app; a Column-expression copy of sha256 + GF(32) arithmetic
     would be a second one that could drift. The reply is rendered here because it embeds the ID.
     The closure captures plain config: code -> (prefix, name, template) and the URL template.
+    In a fused pipeline the same function runs inside the shared pass (:func:`_ticket_kernel`).
     """
-
-    def one(needs: Any, tweet_id: str, category: str, created_text: Any, created_epoch: Any, flight: Any, airport: Any) -> tuple:
-        if needs is None or (isinstance(needs, float) and math.isnan(needs)) or not bool(needs):
-            return (None, None, None)
-        prefix, name, template = categories[category]
-        if created_epoch is not None and not (isinstance(created_epoch, float) and math.isnan(created_epoch)):
-            created: Any = datetime.fromtimestamp(int(created_epoch), tz=timezone.utc)
-        else:
-            created = created_text if isinstance(created_text, str) else None
-        try:
-            ticket_id = make_ticket_id(tweet_id, prefix, created)
-        except TicketIdError as exc:
-            return (None, None, f"TicketGenerator: {exc}")
-        reply = render_reply(
-            template,
-            ticket_id=ticket_id,
-            name=name,
-            tracking_url=_tracking_url(tracking_url, ticket_id),
-            flight=flight if isinstance(flight, str) else "",
-            airport=airport if isinstance(airport, str) else "",
-        )
-        return (ticket_id, reply, None)
 
     @F.pandas_udf(_RESULT_TYPE)  # type: ignore[call-overload]
     def tickets(
@@ -205,10 +224,89 @@ def _ticket_udf(categories: dict[str, tuple[str, str, str]], tracking_url: str) 
         flight: pd.Series,
         airport: pd.Series,
     ) -> pd.DataFrame:
-        rows = [one(*args) for args in zip(needs, tweet_id, category, created_text, created_epoch, flight, airport, strict=True)]
+        columns = (needs, tweet_id, category, created_text, created_epoch, flight, airport)
+        rows = [_ticket_row(categories, tracking_url, *args) for args in zip(*columns, strict=True)]
         return pd.DataFrame(rows, columns=[TICKET_ID, REPLY_TEXT, "error"], dtype=object)
 
     return tickets
+
+
+# The flight and airport slots in Python, for the fused pass: the same values as the Column
+# expressions of ``TicketGenerator._entity_slot`` (Spark's trim strips spaces only, and a Java
+# ``$`` also matches before one final line terminator).
+_NOT_ALNUM = re.compile(r"[^A-Z0-9]")
+_FLIGHT_WORD = re.compile(r"^(FLIGHT|FLT)")
+_FLIGHT_RE = re.compile(_FLIGHT_NUMBER)
+_AIRPORT_RE = re.compile(r"^[A-Z]{3}(?:\r\n|[\n\r\u0085\u2028\u2029])?\Z")
+
+
+def _flight_text(text: str) -> str:
+    return _FLIGHT_WORD.sub("", _NOT_ALNUM.sub("", text.upper()), count=1)
+
+
+def _airport_text(text: str) -> str:
+    return text.strip(" ").upper()
+
+
+def _first_slot(entities: Any, label: str, normalise: Callable[[str], str], valid: re.Pattern[str], prefix: str) -> str:
+    if entities is None or (isinstance(entities, float) and math.isnan(entities)):
+        return ""
+    for entity in entities:
+        if entity is None:
+            continue
+        text = entity["text"]
+        if entity["label"] == label and isinstance(text, str):
+            value = normalise(text)
+            if valid.search(value):
+                return prefix + value
+    return ""
+
+
+_TICKET_TMP = "__sparktweet_ticket_"
+_TMP_TWEET_ID = _TICKET_TMP + "tweet_id"
+_TMP_CREATED_TEXT = _TICKET_TMP + "created_text"
+_TMP_CREATED_EPOCH = _TICKET_TMP + "created_epoch"
+_CANDIDATES = (_TICKET_TMP + "id", _TICKET_TMP + "reply", _TICKET_TMP + "error")
+
+
+def _ticket_kernel(
+    categories: dict[str, tuple[str, str, str]],
+    tracking_url: str,
+    sentiment_col: str,
+    category_col: str,
+    entities_col: str | None,
+    error_col: str,
+    frame: pd.DataFrame,
+) -> dict[str, Any]:
+    """The stage's Python part inside a fused pass: a candidate ticket for every row that may need one.
+
+    Whether a row needs a ticket is decided afterwards by the stage's Column expressions
+    (``finish``), which keep a candidate only where ``needs_ticket`` is true; so a candidate is
+    made for every row that could qualify (no error yet, not positive, a known category) and
+    is the value the stage alone would give that row if it needs a ticket.
+    """
+    n = len(frame)
+    entities = frame[entities_col] if entities_col is not None else [None] * n
+    ids: list[str | None] = []
+    replies: list[str | None] = []
+    errors: list[str | None] = []
+    columns = (
+        frame[error_col], frame[sentiment_col], frame[category_col], frame[_TMP_TWEET_ID],
+        frame[_TMP_CREATED_TEXT], frame[_TMP_CREATED_EPOCH], entities,
+    )
+    for error, sentiment, category, tweet_id, created_text, created_epoch, ents in zip(*columns, strict=True):
+        if not _is_missing(error) or sentiment == "positive" or category not in categories or not isinstance(tweet_id, str):
+            ids.append(None)
+            replies.append(None)
+            errors.append(None)
+            continue
+        flight = _first_slot(ents, "FLIGHT", _flight_text, _FLIGHT_RE, " on flight ")
+        airport = _first_slot(ents, "AIRPORT", _airport_text, _AIRPORT_RE, " at ")
+        ticket_id, reply, err = _ticket_row(categories, tracking_url, True, tweet_id, category, created_text, created_epoch, flight, airport)
+        ids.append(ticket_id)
+        replies.append(reply)
+        errors.append(err)
+    return {name: pd.Series(values, dtype=object, index=frame.index) for name, values in zip(_CANDIDATES, (ids, replies, errors), strict=True)}
 
 
 class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, DefaultParamsReadable, DefaultParamsWritable):
@@ -506,28 +604,83 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         # A local timestamp or a date is read as UTC wall-clock time, like a naive ISO string.
         return col.cast("string"), F.lit(None).cast("long")
 
-    def _entity_slot(self, df: DataFrame, label: str, normalise: Callable[[Column], Column], valid: str, prefix: str) -> Column:
+    def _check_entities(self, df: DataFrame) -> bool:
+        """Whether the entities column is there; raises InputError when it has the wrong type."""
         name = self.getEntitiesCol()
         if name not in df.columns:
-            return F.lit("")
+            return False
         dtype = df.schema[name].dataType
         element = dtype.elementType if isinstance(dtype, T.ArrayType) else None
         if not isinstance(element, T.StructType) or not {"text", "label"} <= set(element.fieldNames()):
             raise InputError(
                 f"TicketGenerator: column {name!r} must be array<struct<text, label, start, end>>, found {dtype.simpleString()}."
             )
+        return True
+
+    def _entity_slot(self, df: DataFrame, label: str, normalise: Callable[[Column], Column], valid: str, prefix: str) -> Column:
+        if not self._check_entities(df):
+            return F.lit("")
+        name = self.getEntitiesCol()
         matches = F.filter(F.col(name), lambda e: (e["label"] == label) & normalise(e["text"]).rlike(valid))
         return F.coalesce(F.concat(F.lit(prefix), normalise(F.get(matches, 0)["text"])), F.lit(""))
 
     def _get_udf(self, categories: list[Category]) -> Callable[..., Column]:
         key = (self.getCategoriesJson(), self.getTrackingUrl())
         if self._udf is None or self._udf_key != key:
-            by_code = {c.code: (c.prefix, c.name, c.template) for c in categories}
-            self._udf = _ticket_udf(by_code, self.getTrackingUrl())
+            self._udf = _ticket_udf(self._by_code(categories), self.getTrackingUrl())
             self._udf_key = key
         return self._udf
 
+    @staticmethod
+    def _by_code(categories: list[Category]) -> dict[str, tuple[str, str, str]]:
+        return {c.code: (c.prefix, c.name, c.template) for c in categories}
+
+    def _prepare_fused(self, dataset: DataFrame) -> DataFrame:
+        """Before a fused pass: the tweet id as text and the creation time as the ticket kernel reads them."""
+        tweet_type = self._required(dataset, self.getTweetIdCol(), (T.StringType, T.IntegralType), "a string or integer")
+        tweet_id = F.col(self.getTweetIdCol())
+        if not isinstance(tweet_type, T.StringType):
+            tweet_id = tweet_id.cast("string")
+        created_text, created_epoch = self._created_columns(dataset)
+        return dataset.withColumns({_TMP_TWEET_ID: tweet_id, _TMP_CREATED_TEXT: created_text, _TMP_CREATED_EPOCH: created_epoch})
+
+    def _fusion_step(self, columns: list[str]) -> FusionStep:
+        """This stage as the last step of a fused pass (:func:`sparktweet.fusion.fuse`).
+
+        The kernel makes the candidate ticket ID and reply inside the pass; ``finish`` applies the
+        same Column expressions as :meth:`_transform` and keeps a candidate only where a ticket is
+        needed, so the stage adds no Python UDF of its own to the pipeline.
+        """
+        categories = self.getCategories()
+        validate_templates(categories, self.getTrackingUrl())
+        entities_col = self.getEntitiesCol() if self.getEntitiesCol() in columns else None
+        inputs = [self.getErrorCol(), self.getSentimentCol(), self.getCategoryCol(), _TMP_TWEET_ID, _TMP_CREATED_TEXT, _TMP_CREATED_EPOCH]
+        if entities_col is not None:
+            inputs.append(entities_col)
+        kernel = functools.partial(
+            _ticket_kernel,
+            self._by_code(categories),
+            self.getTrackingUrl(),
+            self.getSentimentCol(),
+            self.getCategoryCol(),
+            entities_col,
+            self.getErrorCol(),
+        )
+        return FusionStep(
+            inputs=tuple(inputs),
+            outputs=tuple((name, T.StringType()) for name in _CANDIDATES),
+            kernel=kernel,
+            text_inputs=frozenset({self.getSentimentCol(), self.getCategoryCol()}),
+            prepare=self._prepare_fused,
+            finish=lambda df: self._apply_rules(df, fused=True),
+        )
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        return self._apply_rules(dataset, fused=False)
+
+    def _apply_rules(self, dataset: DataFrame, *, fused: bool) -> DataFrame:
+        """The stage's Column expressions; the ticket ID and reply come from the UDF, or from the
+        candidates a fused pass computed (``fused``), kept only where a ticket is needed."""
         categories = self.getCategories()
         validate_templates(categories, self.getTrackingUrl())
         codes = [c.code for c in categories]
@@ -575,18 +728,26 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         out = dataset.withColumn(error_col, F.coalesce(error_column(dataset, error_col), own_error))
         out = out.withColumn(NEEDS_TICKET, F.when(F.col(error_col).isNull(), wants_ticket))
 
-        flight = self._entity_slot(
-            dataset,
-            "FLIGHT",
-            lambda c: F.regexp_replace(F.regexp_replace(F.upper(c), "[^A-Z0-9]", ""), "^(FLIGHT|FLT)", ""),
-            _FLIGHT_NUMBER,
-            " on flight ",
-        )
-        airport = self._entity_slot(dataset, "AIRPORT", lambda c: F.upper(F.trim(c)), "^[A-Z]{3}$", " at ")
-        result = self._get_udf(categories)(F.col(NEEDS_TICKET), tweet_id, category, created_text, created_epoch, flight, airport)
-        out = with_struct_outputs(out, result, [TICKET_ID, REPLY_TEXT], error_col)
+        if fused:
+            self._check_entities(dataset)
+            # The candidates were made for every row that might need a ticket; keep them where one is needed.
+            needs = F.col(NEEDS_TICKET)
+            cand_id, cand_reply, cand_error = _CANDIDATES
+            out = out.withColumns({TICKET_ID: F.when(needs, F.col(cand_id)), REPLY_TEXT: F.when(needs, F.col(cand_reply))})
+            out = out.withColumn(error_col, F.coalesce(F.col(error_col), F.when(needs, F.col(cand_error))))
+        else:
+            flight = self._entity_slot(
+                dataset,
+                "FLIGHT",
+                lambda c: F.regexp_replace(F.regexp_replace(F.upper(c), "[^A-Z0-9]", ""), "^(FLIGHT|FLT)", ""),
+                _FLIGHT_NUMBER,
+                " on flight ",
+            )
+            airport = self._entity_slot(dataset, "AIRPORT", lambda c: F.upper(F.trim(c)), "^[A-Z]{3}$", " at ")
+            result = self._get_udf(categories)(F.col(NEEDS_TICKET), tweet_id, category, created_text, created_epoch, flight, airport)
+            out = with_struct_outputs(out, result, [TICKET_ID, REPLY_TEXT], error_col)
 
-        # The UDF may add an error (no usable date); such a row must not claim a ticket either.
+        # The ticket ID may add an error (no usable date); such a row must not claim a ticket either.
         ok = F.col(error_col).isNull()
         urgent = F.lit(False)
         if any(w.strip() for w in self.getUrgencyWords()):
@@ -604,5 +765,6 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
             MODEL_VERSION: F.lit(self.getModelVersion()),
         }
         out = out.withColumns(outputs)
-        order = [c for c in dataset.columns] + [c for c in [*outputs, error_col] if c not in dataset.columns]
+        kept = [c for c in dataset.columns if not c.startswith(_TICKET_TMP)]
+        order = kept + [c for c in [*outputs, error_col] if c not in kept]
         return out.select(*order)

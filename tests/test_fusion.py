@@ -66,10 +66,11 @@ def test_fused_keeps_an_incoming_error_and_column_order(shipped, tweets):
     _assert_same(shipped.transform(with_error), fuse(shipped).transform(with_error))
 
 
-def test_fused_pass_is_one_python_node_for_the_model_stages(shipped, tweets):
-    """Five Python stages become one pandas UDF; the ticket stage keeps its own."""
+def test_fused_pass_is_one_python_node_for_the_whole_pipeline(shipped, tweets):
+    """The five model stages and the ticket stage's ID function become one pandas UDF: one pooled
+    Python worker per task slot, which loads the models once."""
     plan = fuse(shipped).transform(tweets)._jdf.queryExecution().executedPlan().toString()
-    assert plan.count("ArrowEvalPython") == 2
+    assert plan.count("ArrowEvalPython") == 1
     unfused = shipped.transform(tweets)._jdf.queryExecution().executedPlan().toString()
     assert unfused.count("ArrowEvalPython") == 6
 

@@ -1,15 +1,21 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import date, datetime, timezone
 
 import pytest
 from chispa import assert_df_equality
 from contract import check_no_arg_construction, check_save_load_round_trip, check_streaming
+from pyspark import cloudpickle
+from pyspark.ml import PipelineModel, Transformer
 from pyspark.ml.util import DefaultParamsReader
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from sparktweet.categories import Category, load_categories
 from sparktweet.errors import ConfigError, InputError
+from sparktweet.fusion import FusedPipelineModel, FusionStep
 from sparktweet.ticket_ids import make_ticket_id, validate_ticket_id
 from sparktweet.tickets import (
     MAX_REPLY_CHARS,
@@ -38,6 +44,44 @@ def _rows(*rows: tuple) -> list[tuple]:
     return out
 
 
+# Python workers cannot import this test module: ship the probe kernel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _probe_kernel(frame):
+    return {"probe": [1] * len(frame)}
+
+
+class _Probe(Transformer):
+    """A fusable Python stage that adds a constant column: puts TicketGenerator in a fused pass."""
+
+    def _fusion_step(self, columns):
+        return FusionStep(inputs=("text",), outputs=(("probe", T.IntegerType()),), kernel=_probe_kernel)
+
+    def _transform(self, dataset):
+        return dataset.withColumn("probe", F.lit(1))
+
+
+@pytest.fixture(params=["alone", "fused"])
+def run(request):
+    """Apply a TicketGenerator alone, or inside a fused pass (checked row for row against the unfused pipeline)."""
+
+    def alone(stage, df):
+        return stage.transform(df)
+
+    def fused(stage, df):
+        got = FusedPipelineModel([_Probe(), stage]).transform(df)
+        plan = got._jdf.queryExecution().executedPlan().toString()
+        assert plan.count("ArrowEvalPython") == 1, plan
+        expected = PipelineModel([_Probe(), stage]).transform(df)
+        assert got.columns == expected.columns
+        order = [c for c in got.columns if c != "entities"]
+        assert_df_equality(expected.orderBy(*order), got.orderBy(*order), ignore_nullable=True)
+        return got.drop("probe")
+
+    return alone if request.param == "alone" else fused
+
+
 def test_no_arg_construction_and_defaults():
     check_no_arg_construction(TicketGenerator)
     stage = TicketGenerator()
@@ -49,7 +93,7 @@ def test_no_arg_construction_and_defaults():
     assert stage.getModelVersion() == "unversioned" and stage.getErrorCol() == "error"
 
 
-def test_needs_ticket_for_complaints_and_questions_not_praise_or_chatter(spark):
+def test_needs_ticket_for_complaints_and_questions_not_praise_or_chatter(spark, run):
     df = spark.createDataFrame(
         _rows(
             ("01", "@united my bag is lost", "negative"),
@@ -67,7 +111,7 @@ def test_needs_ticket_for_complaints_and_questions_not_praise_or_chatter(spark):
         ),
         SCHEMA,
     )
-    got = TicketGenerator().transform(df).select("tweet_id", "needs_ticket", "error").orderBy("tweet_id")
+    got = run(TicketGenerator(), df).select("tweet_id", "needs_ticket", "error").orderBy("tweet_id")
     expected = spark.createDataFrame(
         [
             ("01", True, None),
@@ -88,7 +132,7 @@ def test_needs_ticket_for_complaints_and_questions_not_praise_or_chatter(spark):
     assert_df_equality(got, expected, ignore_nullable=True)
 
 
-def test_priority_rules(spark):
+def test_priority_rules(spark, run):
     df = spark.createDataFrame(
         _rows(
             ("01", "@united my bag is lost", "negative", 0.95, "baggage"),
@@ -106,7 +150,7 @@ def test_priority_rules(spark):
         ),
         SCHEMA,
     )
-    got = TicketGenerator().transform(df).select("tweet_id", "priority").orderBy("tweet_id")
+    got = run(TicketGenerator(), df).select("tweet_id", "priority").orderBy("tweet_id")
     expected = spark.createDataFrame(
         [
             ("01", "medium"),
@@ -138,7 +182,7 @@ CUSTOM = [
 ]
 
 
-def test_reply_text_fills_slots_from_entities_and_never_echoes_the_tweet(spark):
+def test_reply_text_fills_slots_from_entities_and_never_echoes_the_tweet(spark, run):
     df = spark.createDataFrame(
         _rows(
             (
@@ -160,7 +204,7 @@ def test_reply_text_fills_slots_from_entities_and_never_echoes_the_tweet(spark):
         SCHEMA,
     )
     stage = TicketGenerator(trackingUrl="https://help.example.com/t/{ticket_id}").setCategories(CUSTOM)
-    rows = {r.tweet_id: r for r in stage.transform(df).collect()}
+    rows = {r.tweet_id: r for r in run(stage, df).collect()}
     ids = {k: r.ticket_id for k, r in rows.items()}
     url = "https://help.example.com/t/"
     assert rows["01"].reply_text == f"Sorry on flight UA123 at DEN. Bag Desk ticket {ids['01']}: {url}{ids['01']}"
@@ -194,7 +238,7 @@ def test_default_templates_fit_and_render():
         assert "{" not in reply and len(reply) <= MAX_REPLY_CHARS
 
 
-def test_spark_ticket_ids_equal_the_python_implementation(spark):
+def test_spark_ticket_ids_equal_the_python_implementation(spark, run):
     rows = [
         (SNOWFLAKE, "2015-02-24 23:30:00 -0800", "baggage"),
         ("570306133677760514", "2015-02-24T19:35:52.000Z", "delay_customer_service"),
@@ -204,7 +248,7 @@ def test_spark_ticket_ids_equal_the_python_implementation(spark):
         ("43", "2026-01-31T23:59:59+00:00", "customer_experience"),
     ]
     df = spark.createDataFrame([(t, "@united help?", c, "neutral", 0.5, cat, None) for t, c, cat in rows], SCHEMA)
-    got = TicketGenerator().transform(df).select("tweet_id", "created_at", "category", "ticket_id", "error").collect()
+    got = run(TicketGenerator(), df).select("tweet_id", "created_at", "category", "ticket_id", "error").collect()
     assert len(got) == len(rows)
     for row in got:
         assert row.error is None
@@ -212,7 +256,7 @@ def test_spark_ticket_ids_equal_the_python_implementation(spark):
     assert {r.ticket_id.split("-")[1] for r in got if r.tweet_id == SNOWFLAKE} == {"150225", "150224"}
 
 
-def test_timestamp_and_date_created_at_use_the_utc_date_whatever_the_session_zone(spark):
+def test_timestamp_and_date_created_at_use_the_utc_date_whatever_the_session_zone(spark, run):
     previous = spark.conf.get("spark.sql.session.timeZone")
     spark.conf.set("spark.sql.session.timeZone", "America/Los_Angeles")
     try:
@@ -221,8 +265,8 @@ def test_timestamp_and_date_created_at_use_the_utc_date_whatever_the_session_zon
             [(10, "@united my bag?", instant, date(2015, 3, 1), "negative", 0.9, "baggage")],
             "tweet_id long, text string, created_at timestamp, created_day date, sentiment string, sentiment_score double, category string",
         )
-        by_ts = TicketGenerator().transform(df).select("ticket_id", "error").first()
-        by_day = TicketGenerator(createdAtCol="created_day").transform(df).select("ticket_id").first()
+        by_ts = run(TicketGenerator(), df).select("ticket_id", "error").first()
+        by_day = run(TicketGenerator(createdAtCol="created_day"), df).select("ticket_id").first()
     finally:
         spark.conf.set("spark.sql.session.timeZone", previous)
     assert by_ts.error is None
@@ -230,7 +274,7 @@ def test_timestamp_and_date_created_at_use_the_utc_date_whatever_the_session_zon
     assert by_day.ticket_id == make_ticket_id("10", "BAG", date(2015, 3, 1))
 
 
-def test_bad_rows_get_an_error_and_null_outputs(spark):
+def test_bad_rows_get_an_error_and_null_outputs(spark, run):
     df = spark.createDataFrame(
         [
             (None, "@united lost bag", "2015-02-24", "negative", 0.9, "baggage", None, None),
@@ -244,7 +288,7 @@ def test_bad_rows_get_an_error_and_null_outputs(spark):
         ],
         SCHEMA + ", error string",
     )
-    got = TicketGenerator().transform(df).select("tweet_id", "needs_ticket", "ticket_id", "priority", "reply_text", "error")
+    got = run(TicketGenerator(), df).select("tweet_id", "needs_ticket", "ticket_id", "priority", "reply_text", "error")
     rows = {r.tweet_id: r for r in got.collect()}
     assert rows[None].error == "TicketGenerator: tweet_id is null or empty; every row needs the tweet id."
     assert rows["  "].error == rows[None].error
@@ -260,16 +304,16 @@ def test_bad_rows_get_an_error_and_null_outputs(spark):
     assert rows[SNOWFLAKE].ticket_id == make_ticket_id(SNOWFLAKE, "BAG", "2015-02-24") and rows[SNOWFLAKE].error is None
 
 
-def test_schema_problems_fail_at_transform_time_with_a_clear_message(spark):
+def test_schema_problems_fail_at_transform_time_with_a_clear_message(spark, run):
     df = spark.createDataFrame([("1", "@united hi?", "2015-02-24", "neutral", 0.5, "baggage", None)], SCHEMA)
     with pytest.raises(InputError, match="input column 'sentiment' is missing"):
-        TicketGenerator().transform(df.drop("sentiment"))
+        run(TicketGenerator(), df.drop("sentiment"))
     with pytest.raises(InputError, match="column 'entities' must be array<struct<text, label, start, end>>, found string"):
-        TicketGenerator().transform(df.withColumn("entities", df.text))
+        run(TicketGenerator(), df.withColumn("entities", df.text))
     with pytest.raises(InputError, match="column 'tweet_id' must be a string or integer, found double"):
-        TicketGenerator().transform(df.withColumn("tweet_id", df.sentiment_score))
+        run(TicketGenerator(), df.withColumn("tweet_id", df.sentiment_score))
     with pytest.raises(InputError, match="column 'created_at' must be a string, timestamp or date"):
-        TicketGenerator().transform(df.withColumn("created_at", df.sentiment_score))
+        run(TicketGenerator(), df.withColumn("created_at", df.sentiment_score))
 
 
 def test_bad_configuration_is_rejected():
