@@ -316,10 +316,10 @@ def spark_main(args: argparse.Namespace, input_path: str) -> dict[str, Any]:
         model = load_model(str(args.model))
         with tempfile.TemporaryDirectory() as tmp:
             cold = score(spark, model, [input_path], os.path.join(tmp, "cold"))
-            # Each task runs two Python UDFs (the fused model pass, the ticket-ID UDF), i.e. two pooled
-            # workers, and the pool hands them out in turn: a worker that only ran the ticket UDF so far
-            # loads the models (~15 s) the first time it gets the fused pass. So the second job may still
-            # pay that; the last of ``--warm-runs`` jobs is the steady state and is the figure compared.
+            # The fused pipeline is one Python UDF per task, so each task slot's pooled worker loads
+            # the models once, in the cold job. With --no-fuse each stage is its own UDF and worker,
+            # and a pooled worker may first get a model stage in a later job and load it then. The
+            # last of ``--warm-runs`` jobs is the steady state and is the figure compared.
             warms = [score(spark, model, [input_path], os.path.join(tmp, f"warm{i}")) for i in range(max(1, args.warm_runs))]
             warm = warms[-1]
     out["spark_rows"] = warm.rows

@@ -685,10 +685,10 @@ class StreamJob:
         if partitions is None:
             partitions = self.spark.sparkContext.defaultParallelism
         if partitions:
-            # Each pipeline stage is its own pandas UDF, i.e. its own Python worker per task: more
-            # tasks than cores only means more workers to start and keep warm (4 Kafka partitions
-            # on a 2-core laptop would need 24 workers, each loading models). Coalesced before
-            # parsing, so the duplicate check's branch reads the source in as few tasks.
+            # The fused pipeline is one pandas UDF, i.e. one Python worker per running task, each
+            # holding every model: more tasks than cores only means more workers to start and keep
+            # warm, and smaller Arrow batches. Coalesced before parsing, so the duplicate check's
+            # branch reads the source in as few tasks.
             kafka_df = kafka_df.coalesce(partitions)
         parsed = parse_records(kafka_df, self.options.max_text_chars)
         observed = parsed.observe(
