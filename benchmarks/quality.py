@@ -166,14 +166,15 @@ def add_tokens(df: pd.DataFrame) -> pd.DataFrame:
 def guided_lda(train: pd.DataFrame, evaluate: pd.DataFrame, overrides: dict[str, Any], quick: bool, categories: str | None = None):
     """The guided LDA exactly as ``TopicLabeler()`` trains it; labels for both parts and the scores."""
     from sparktweet.lda import GuidedLda
-    from sparktweet.topics import TopicLabeler, seed_keywords
+    from sparktweet.topics import TopicLabeler, context_tokens, seed_keywords
 
     kwargs = {**TopicLabeler().trainKwargs(), **overrides}
     if quick:
         kwargs["passes"] = min(int(kwargs["passes"]), 2)
-    seeds = seed_keywords(load_categories(categories))
+    cats = load_categories(categories)
+    seeds = seed_keywords(cats)
     start = time.monotonic()
-    lda = GuidedLda.train(train["tokens"].tolist(), seeds, **kwargs)
+    lda = GuidedLda.train(train["tokens"].tolist(), seeds, context=context_tokens(cats), **kwargs)
     seconds = time.monotonic() - start
     train_labels, _ = lda.label(train["tokens"].tolist())
     eval_labels, _ = lda.label(evaluate["tokens"].tolist())

@@ -23,6 +23,9 @@ class Category:
     prefix: str
     keywords: tuple[str, ...] = field(default_factory=tuple)
     template: str = ""
+    # Seed keywords for the circumstances of a complaint (waiting, hours, phoning) rather than its
+    # subject: they seed the category like ``keywords`` but weigh less in the guided LDA.
+    context_keywords: tuple[str, ...] = field(default_factory=tuple)
 
 
 def parse_categories(items: Iterable[dict]) -> list[Category]:
@@ -42,6 +45,7 @@ def parse_categories(items: Iterable[dict]) -> list[Category]:
                 prefix=prefix,
                 keywords=tuple(str(k).lower() for k in item.get("keywords") or ()),
                 template=str(item.get("template") or ""),
+                context_keywords=tuple(str(k).lower() for k in item.get("context_keywords") or ()),
             )
         )
     codes = [c.code for c in out]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -31,6 +31,8 @@ class GuidedLda:
     lda: object
     dictionary: object
     codes: list[str]
+    # Per-token count weights (context keywords); tokens not listed count 1. Applied in training and inference.
+    weights: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def train(
@@ -49,7 +51,15 @@ class GuidedLda:
         ignore: Sequence[str] = (),
         alpha: str = "asymmetric",
         seed: int = 13,
+        context: Sequence[str] = (),
+        context_weight: float = 1.0,
     ) -> "GuidedLda":
+        """Train on ``token_lists``; ``seeds`` maps each category code to its seed tokens.
+
+        ``context`` lists seed tokens that describe the circumstances of any complaint rather than its
+        subject (waiting, hours, phoning): each of their occurrences counts ``context_weight`` instead
+        of 1, in training and when labelling, so a tweet's subject words win over equally many context words.
+        """
         from gensim.corpora import Dictionary
         from gensim.models import LdaModel
 
@@ -60,7 +70,9 @@ class GuidedLda:
         dictionary.filter_extremes(no_below=no_below, no_above=no_above, keep_n=20000, keep_tokens=sorted(keep))
         # Placeholders, negations and generic airline chatter carry no topic: left in, they top every topic's word list.
         dictionary.filter_tokens(bad_ids=[dictionary.token2id[w] for w in set(ignore) - keep if w in dictionary.token2id])
-        corpus = [dictionary.doc2bow(d) for d in docs]
+        weights = {w: float(context_weight) for w in context if w in dictionary.token2id and context_weight != 1.0}
+        by_id = {dictionary.token2id[w]: v for w, v in weights.items()}
+        corpus = [[(wid, c * by_id.get(wid, 1.0)) for wid, c in dictionary.doc2bow(d)] for d in docs]
         k = len(codes) + extra_topics
         eta = np.full((k, len(dictionary)), base_eta, dtype="float64")
         seeded = 0
@@ -94,7 +106,7 @@ class GuidedLda:
         lda.sync_state()
         if corpus:
             lda.update(corpus, passes=passes, iterations=iterations)
-        return cls(lda, dictionary, codes)
+        return cls(lda, dictionary, codes, weights)
 
     def topic_matrix(self, token_lists: Sequence[Sequence[str] | None], max_iter: int = 100, tol: float = 1e-3,
                      chunk: int = 4096) -> np.ndarray:
@@ -113,6 +125,7 @@ class GuidedLda:
         exp_elog_beta = np.asarray(self.lda.expElogbeta, dtype="float64")
         out = np.full((len(token_lists), k), 1.0 / k)
         token2id = self.dictionary.token2id
+        weight = {token2id[w]: v for w, v in self.weights.items() if w in token2id}
         for begin in range(0, len(token_lists), chunk):
             docs, words, counts = [], [], []
             for row in range(begin, min(begin + chunk, len(token_lists))):
@@ -127,7 +140,7 @@ class GuidedLda:
                 for wid in sorted(bow):
                     docs.append(row)
                     words.append(wid)
-                    counts.append(bow[wid])
+                    counts.append(bow[wid] * weight.get(wid, 1.0))
             if docs:
                 out[np.unique(docs)] = self._e_step(np.array(docs), np.array(words), np.array(counts, dtype="float64"),
                                                     alpha, exp_elog_beta, max_iter, tol, psi)
@@ -190,7 +203,7 @@ class GuidedLda:
         self.lda.save(os.path.join(path, MODEL_FILE))
         self.dictionary.save(os.path.join(path, DICT_FILE))
         with open(os.path.join(path, META_FILE), "w", encoding="utf-8") as f:
-            json.dump({"format": FORMAT, "codes": self.codes}, f)
+            json.dump({"format": FORMAT, "codes": self.codes, "weights": self.weights}, f)
 
     @classmethod
     def load(cls, path: str) -> "GuidedLda":
@@ -203,4 +216,5 @@ class GuidedLda:
             from sparktweet.errors import ModelError
 
             raise ModelError(f"{path}: LDA format {meta.get('format')!r} is not {FORMAT!r}; retrain the model.")
-        return cls(LdaModel.load(os.path.join(path, MODEL_FILE)), Dictionary.load(os.path.join(path, DICT_FILE)), list(meta["codes"]))
+        return cls(LdaModel.load(os.path.join(path, MODEL_FILE)), Dictionary.load(os.path.join(path, DICT_FILE)), list(meta["codes"]),
+                   {str(w): float(v) for w, v in (meta.get("weights") or {}).items()})

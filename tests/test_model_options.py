@@ -113,3 +113,40 @@ def test_vectorised_lda_inference_matches_per_document_and_ignores_batching():
     np.testing.assert_allclose(batched, _reference_topics(lda, queries), atol=1e-12)
     alone = np.vstack([lda.topic_matrix([q]) for q in queries])
     np.testing.assert_array_equal(alone, batched)
+
+
+def test_context_keywords_seed_their_category_and_are_listed_apart():
+    from sparktweet.categories import parse_categories
+    from sparktweet.topics import context_tokens
+
+    cats = parse_categories([
+        {"code": "baggage", "name": "Bags", "prefix": "BAG", "keywords": ["bags"]},
+        {"code": "delay", "name": "Delay", "prefix": "DLY", "keywords": ["Delayed"], "context_keywords": ["Waiting", "hours", "delay"]},
+    ])
+    assert cats[1].context_keywords == ("waiting", "hours", "delay")
+    assert seed_keywords(cats) == {"baggage": ["bag"], "delay": ["delay", "wait", "hour"]}
+    # "delay" is also a subject keyword of its category (Delayed -> delay), so it keeps full weight.
+    assert context_tokens(cats) == ["wait", "hour"]
+
+
+def test_context_keywords_weigh_less_in_training_and_labelling(tmp_path):
+    from sparktweet.lda import GuidedLda
+    from sparktweet.topics import TopicLabeler, TopicLabelerModel
+
+    docs = ([["bag", "lose", "claim"]] * 20 + [["delay", "wait", "hour"]] * 20 + [["bag", "wait", "hour"]] * 10
+            + [["seat", "aisle", "row"]] * 20)
+    # The delay topic comes first, so gensim's asymmetric prior favours it in a tie as well.
+    seeds = {"delay": ["delay", "wait", "hour"], "baggage": ["bag", "lose", "claim"], "seating": ["seat", "aisle"]}
+    query = [["bag", "wait", "hour"], ["wait", "hour"], ["delay", "bag"]]
+    plain = GuidedLda.train(docs, seeds, passes=5, no_below=1, no_above=1.0)
+    assert plain.label(query)[0] == ["delay", "delay", "delay"]
+    weighted = GuidedLda.train(docs, seeds, passes=5, no_below=1, no_above=1.0, context=["wait", "hour"], context_weight=0.4)
+    assert weighted.weights == {"wait": 0.4, "hour": 0.4}
+    # Two context words (0.8) lose to one subject word; on their own they still name their category.
+    assert weighted.label(query)[0] == ["baggage", "delay", "delay"]
+    weighted.save(str(tmp_path / "lda"))
+    loaded = GuidedLda.load(str(tmp_path / "lda"))
+    assert loaded.weights == weighted.weights
+    np.testing.assert_array_equal(loaded.topic_matrix(query), weighted.topic_matrix(query))
+    assert TopicLabeler().getOrDefault("contextWeight") == 0.5 and TopicLabeler().trainKwargs()["context_weight"] == 0.5
+    assert TopicLabelerModel().getOrDefault("contextWeight") == 1.0  # models saved before the Param keep plain counts
