@@ -77,6 +77,10 @@ class SentimentClassifier(LstmClassifier, _SentimentParams):
         keepStopWords: bool = True,
         ensembleSize: int = 3,
         pooling: str = "last",
+        lexicon: bool = False,
+        distill: float = 0.0,
+        labelSmoothing: float = 0.0,
+        keepMarks: bool = False,
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)
