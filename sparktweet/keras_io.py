@@ -167,11 +167,12 @@ def _class_weights(y: np.ndarray, num_classes: int, how: str) -> dict[int, float
 
 
 def teacher_probabilities(token_lists: Sequence[Sequence[str]], y: np.ndarray, num_classes: int, folds: int = 5,
-                          seed: int = 13, c: float = 3.0) -> np.ndarray:
+                          seed: int = 13, c: float = 3.0) -> np.ndarray | None:
     """Out-of-fold class probabilities of a TF-IDF (word 1-2-grams + char 2-5-grams) logistic regression.
 
     Each row's probabilities come from a model fitted on the other folds only, so they say how a
-    different kind of model sees that row rather than echo its label.
+    different kind of model sees that row rather than echo its label. None when the data are too
+    small for that (a class with fewer than two rows, or no n-gram seen twice in a fold).
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -183,7 +184,7 @@ def teacher_probabilities(token_lists: Sequence[Sequence[str]], y: np.ndarray, n
     counts = np.bincount(y, minlength=num_classes)
     folds = min(folds, int(counts[counts > 0].min())) if len(y) else 0
     if folds < 2:
-        return out
+        return None
     for fit_idx, held_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(texts, y):
         model = make_pipeline(
             make_union(
@@ -192,7 +193,11 @@ def teacher_probabilities(token_lists: Sequence[Sequence[str]], y: np.ndarray, n
             ),
             LogisticRegression(C=c, max_iter=3000),
         )
-        model.fit(texts[fit_idx], y[fit_idx])
+        try:
+            model.fit(texts[fit_idx], y[fit_idx])
+        except ValueError as exc:  # e.g. an empty vocabulary on a tiny training set
+            log.warning("distillation teacher could not be fitted (%s); training on the labels alone", exc)
+            return None
         probs = model.predict_proba(texts[held_idx])
         out[np.ix_(held_idx, model.classes_)] = probs
     return out
@@ -280,7 +285,8 @@ class TextClassifier:
             targets = np.eye(len(classes), dtype="float32")[y[tr_idx]]
             if distill > 0:
                 teacher = teacher_probabilities([token_lists[i] for i in tr_idx], y[tr_idx], len(classes), seed=seed)
-                targets = (1.0 - distill) * targets + distill * teacher
+                if teacher is not None:
+                    targets = (1.0 - distill) * targets + distill * teacher
         sample_weight = None if weights is None else np.array([weights[int(c)] for c in y[tr_idx]], dtype="float32")
         members, history = [], {}
         for member in range(max(1, ensemble)):

@@ -29,6 +29,10 @@ def test_stage_defaults_and_train_kwargs():
     assert TopicClassifier().getOrDefault("keepStopWords") is False
     kwargs = SentimentClassifier(epochs=3, lstmUnits=16).trainKwargs()
     assert kwargs["epochs"] == 3 and kwargs["units"] == 16
+    # The shipped sentiment recipe; the topic LSTM keeps the plain one.
+    assert kwargs["lexicon"] is True and kwargs["distill"] == 0.5 and SentimentClassifier()._marks() is True
+    topic = TopicClassifier().trainKwargs()
+    assert topic["lexicon"] is False and topic["distill"] == 0.0
 
 
 TOKENS = [["good", "great", "thank"], ["bad", "awful", "not", "late"], ["flight", "today", "when"]] * 30
@@ -178,3 +182,9 @@ def test_keep_marks_param_reaches_the_stage():
     assert stage._marks() is True
     assert SentimentClassifier(keepMarks=True, keepStopWords=False)._marks() is False
     assert "keep_marks" not in stage.trainKwargs()
+
+
+def test_teacher_gives_up_on_too_small_data():
+    from sparktweet.keras_io import teacher_probabilities
+
+    assert teacher_probabilities([["a"], ["b"], ["c"]], np.array([0, 1, 1]), 2) is None
