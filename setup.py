@@ -16,7 +16,7 @@ setup(
     install_requires=["pyyaml>=6", "pandas>=2.2,<3", "numpy>=1.26", "pyarrow>=14"],
     extras_require={
         "spark": ["pyspark>=4.0.1,<4.2"],
-        "lstm": ["tensorflow-cpu>=2.21,<2.22; platform_machine=='x86_64'", "gensim>=4.4,<4.5", "scikit-learn>=1.4"],
+        "lstm": ["tensorflow-cpu>=2.21,<2.22; platform_machine=='x86_64'", "gensim>=4.4,<4.5", "scikit-learn>=1.4", "vaderSentiment>=3.3.2,<3.4"],
         "ner": ["spacy>=3.8,<3.9", "airportsdata>=20240101", "spacy-lookups-data>=1.0.5"],
         "kafka": ["confluent-kafka>=2.4", "tweepy>=4.17,<4.18"],
         "serve": ["flask>=3,<4", "sqlalchemy>=2", "alembic>=1.13", "waitress>=3", "psycopg[binary]>=3.1", "tweepy>=4.17,<4.18", "confluent-kafka>=2.4"],

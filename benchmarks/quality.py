@@ -135,10 +135,14 @@ def sentiment_lstm(train: pd.DataFrame, evaluate: pd.DataFrame, overrides: dict[
     from sparktweet.sentiment import SentimentClassifier
 
     stage = SentimentClassifier()
+    overrides = dict(overrides)
+    marks = bool(overrides.pop("keep_marks", stage.getOrDefault("keepMarks")))
     kwargs = {**stage.trainKwargs(), **overrides}
     if quick:
         kwargs["epochs"] = min(int(kwargs["epochs"]), 2)
     column = lstm_input_column(stage)
+    if marks and column == "lstm_tokens":
+        column = "lstm_mark_tokens"
     log.info("sentiment LSTM on %s: %s", column, kwargs)
     start = time.monotonic()
     clf, history = TextClassifier.train(train[column].tolist(), train["airline_sentiment"].tolist(), SENTIMENTS, verbose=0, **kwargs)
@@ -156,10 +160,11 @@ def lstm_input_column(stage) -> str:
 
 
 def add_tokens(df: pd.DataFrame) -> pd.DataFrame:
-    """``tokens`` as TweetPreprocessor makes them, and ``lstm_tokens`` with stop words kept."""
+    """``tokens`` as TweetPreprocessor makes them, ``lstm_tokens`` with stop words kept, ``lstm_mark_tokens`` also marks."""
     df = df.copy()
     df["tokens"] = [default_preprocessor().tokenize(t) for t in df["text"]]
     df["lstm_tokens"] = [default_preprocessor(keep_stop_words=True).tokenize(t) for t in df["text"]]
+    df["lstm_mark_tokens"] = [default_preprocessor(keep_stop_words=True, keep_marks=True).tokenize(t) for t in df["text"]]
     return df
 
 

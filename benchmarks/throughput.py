@@ -124,7 +124,7 @@ class PlainPipeline:
         if params.get("keepStopWords"):
             from sparktweet.text import default_preprocessor
 
-            keep = default_preprocessor(keep_stop_words=True)
+            keep = default_preprocessor(keep_stop_words=True, keep_marks=bool(params.get("keepMarks")))
             return [keep.tokenize(t) for t in texts]
         return tokens
 

@@ -84,11 +84,18 @@ def build_lstm(
     pooling: str = "last",
     learning_rate: float = 2e-3,
     name: str | None = None,
+    lexicon: bool = False,
+    valence: np.ndarray | None = None,
 ):
     """Embedding (word2vec-initialised) → bidirectional LSTM → pooling → softmax.
 
     ``pooling``: ``last`` reads the LSTM's final states; ``last_mean`` adds the masked mean of its
     outputs over the tokens; ``attention`` a learned weighted sum of them (additive attention).
+
+    ``lexicon``: a frozen one-dimensional embedding (``valence``, one lexicon valence per vocabulary
+    index, see :mod:`sparktweet.lexicon`) is appended to each token's embedding, and the tweet's
+    valence summary (mean, max, min, positive and negative sums over its tokens) to the pooled vector
+    before the softmax. The input stays the token ids alone.
     """
     import keras
     from keras import layers, ops
@@ -99,6 +106,11 @@ def build_lstm(
     embedding_layer = layers.Embedding(vocab_size, embedding_dim, mask_zero=True, trainable=trainable_embeddings, name="embedding")
     x = embedding_layer(inputs)
     x = layers.SpatialDropout1D(dropout / 2)(x)
+    valence_layer = None
+    if lexicon:
+        valence_layer = layers.Embedding(vocab_size, 1, mask_zero=True, trainable=False, name="valence")
+        v = valence_layer(inputs)
+        x = layers.Concatenate(name="with_valence")([x, v])
     if pooling == "last":
         x = layers.Bidirectional(layers.LSTM(units), name="bilstm")(x)
     else:
@@ -114,12 +126,21 @@ def build_lstm(
             weights = ops.softmax(scores + (1.0 - mask) * -1e9, axis=1)
             x = ops.sum(weights * seq, axis=1)
     x = layers.Dropout(dropout)(x)
+    if lexicon:
+        present = ops.expand_dims(ops.cast(ops.not_equal(inputs, PAD), "float32"), -1)
+        vm = v * present
+        count = ops.maximum(ops.sum(present, axis=1), 1.0)
+        summary = [ops.sum(vm, axis=1) / count, ops.max(vm, axis=1), ops.min(vm, axis=1),
+                   ops.sum(ops.relu(vm), axis=1), ops.sum(ops.relu(-vm), axis=1)]
+        x = layers.Concatenate(name="with_lexicon")([x] + summary)
     outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
     model = keras.Model(inputs, outputs, name=name)
     if embedding is not None:
         # Set after building rather than through a Constant initializer, which would copy the whole
         # matrix into the saved model's config.
         embedding_layer.set_weights([embedding])
+    if valence_layer is not None and valence is not None:
+        valence_layer.set_weights([np.asarray(valence, dtype="float32").reshape(vocab_size, 1)])
     if compile_model:
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
@@ -143,6 +164,43 @@ def _class_weights(y: np.ndarray, num_classes: int, how: str) -> dict[int, float
     counts = np.bincount(y, minlength=num_classes).astype("float64")
     weights = {i: float(len(y) / (num_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
     return {i: float(np.sqrt(w)) for i, w in weights.items()} if how == "sqrt" else weights
+
+
+def teacher_probabilities(token_lists: Sequence[Sequence[str]], y: np.ndarray, num_classes: int, folds: int = 5,
+                          seed: int = 13, c: float = 3.0) -> np.ndarray | None:
+    """Out-of-fold class probabilities of a TF-IDF (word 1-2-grams + char 2-5-grams) logistic regression.
+
+    Each row's probabilities come from a model fitted on the other folds only, so they say how a
+    different kind of model sees that row rather than echo its label. None when the data are too
+    small for that (a class with fewer than two rows, or no n-gram seen twice in a fold).
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline, make_union
+
+    texts = np.array([" ".join(t) for t in token_lists], dtype=object)
+    out = np.full((len(texts), num_classes), 1.0 / num_classes, dtype="float32")
+    counts = np.bincount(y, minlength=num_classes)
+    folds = min(folds, int(counts[counts > 0].min())) if len(y) else 0
+    if folds < 2:
+        return None
+    for fit_idx, held_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(texts, y):
+        model = make_pipeline(
+            make_union(
+                TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, token_pattern=r"\S+"),
+                TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True),
+            ),
+            LogisticRegression(C=c, max_iter=3000),
+        )
+        try:
+            model.fit(texts[fit_idx], y[fit_idx])
+        except ValueError as exc:  # e.g. an empty vocabulary on a tiny training set
+            log.warning("distillation teacher could not be fitted (%s); training on the labels alone", exc)
+            return None
+        probs = model.predict_proba(texts[held_idx])
+        out[np.ix_(held_idx, model.classes_)] = probs
+    return out
 
 
 def _average(members: list):
@@ -186,6 +244,9 @@ class TextClassifier:
         learning_rate: float = 2e-3,
         ensemble: int = 1,
         seed: int = 13,
+        lexicon: bool = False,
+        distill: float = 0.0,
+        label_smoothing: float = 0.0,
         verbose: int = 2,
     ) -> tuple["TextClassifier", dict]:
         """Fit on tokenised texts; returns the classifier and its training history (per epoch).
@@ -193,6 +254,12 @@ class TextClassifier:
         ``ensemble`` > 1 trains that many LSTMs from different seeds (word2vec, weights, shuffling)
         and saves them as one Keras model averaging their probabilities: the average of a few
         seeds is steadier and more accurate than any one of them, at that many times the inference cost.
+
+        ``lexicon`` adds the VADER valence channel (see :func:`build_lstm`; needs vaderSentiment to train).
+        ``distill`` > 0 trains on soft targets, ``(1 - distill) * one-hot + distill * teacher``, where the
+        teacher is a TF-IDF + logistic regression model's out-of-fold probabilities on the training rows
+        (:func:`teacher_probabilities`): the LSTM stays the model, the teacher only shapes its targets.
+        ``label_smoothing`` smooths the targets towards uniform.
         """
         import keras
 
@@ -207,6 +274,20 @@ class TextClassifier:
         n_val = int(len(y) * validation_fraction) if validation_fraction > 0 and len(y) >= 20 else 0
         val_idx, tr_idx = order[:n_val], order[n_val:]
         weights = _class_weights(y[tr_idx], len(classes), class_weight)
+        valence = None
+        if lexicon:
+            from sparktweet.lexicon import valences
+
+            valence = np.concatenate([np.zeros(2, dtype="float32"), valences(vocab.words)])
+        soft = distill > 0 or label_smoothing > 0
+        targets = y[tr_idx]
+        if soft:
+            targets = np.eye(len(classes), dtype="float32")[y[tr_idx]]
+            if distill > 0:
+                teacher = teacher_probabilities([token_lists[i] for i in tr_idx], y[tr_idx], len(classes), seed=seed)
+                if teacher is not None:
+                    targets = (1.0 - distill) * targets + distill * teacher
+        sample_weight = None if weights is None else np.array([weights[int(c)] for c in y[tr_idx]], dtype="float32")
         members, history = [], {}
         for member in range(max(1, ensemble)):
             member_seed = seed + 1000 * member
@@ -218,26 +299,33 @@ class TextClassifier:
             model = build_lstm(
                 len(vocab), len(classes), matrix, embedding_dim=embedding_dim, units=units, dropout=dropout,
                 pooling=pooling, learning_rate=learning_rate, name=f"lstm_{member}" if ensemble > 1 else None,
+                lexicon=lexicon, valence=valence,
             )
+            if soft:
+                model.compile(
+                    optimizer=keras.optimizers.Adam(learning_rate),
+                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                    metrics=["accuracy"],
+                )
             callbacks = []
             validation = None
             if n_val:
-                validation = (x[val_idx], y[val_idx])
+                validation = (x[val_idx], np.eye(len(classes), dtype="float32")[y[val_idx]] if soft else y[val_idx])
                 callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True))
             fitted = model.fit(
                 x[tr_idx],
-                y[tr_idx],
+                targets,
                 validation_data=validation,
                 epochs=epochs,
                 batch_size=batch_size,
-                class_weight=weights,
+                sample_weight=sample_weight,
                 callbacks=callbacks,
                 verbose=verbose,
             )
             # Keep an uncompiled copy: no optimizer state to carry or save.
             inference = build_lstm(
                 len(vocab), len(classes), None, embedding_dim=embedding_dim, units=units, pooling=pooling,
-                name=f"lstm_{member}" if ensemble > 1 else None, compile_model=False,
+                name=f"lstm_{member}" if ensemble > 1 else None, compile_model=False, lexicon=lexicon,
             )
             inference.set_weights(model.get_weights())
             members.append(inference)

@@ -56,6 +56,22 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
         Params._dummy(), "ensembleSize", "Number of LSTMs trained from different seeds and averaged into the one saved model.",
         typeConverter=TypeConverters.toInt,
     )
+    keepMarks: Param[bool] = Param(
+        Params._dummy(), "keepMarks",
+        "With keepStopWords: whether the re-tokenised text also keeps '!', '?' and ASCII emoticons as tokens.",
+        typeConverter=TypeConverters.toBoolean,
+    )
+    lexicon: Param[bool] = Param(
+        Params._dummy(), "lexicon",
+        "Whether the LSTM gets a frozen VADER valence channel per token and the tweet's valence summary before its softmax (training needs vaderSentiment).",
+        typeConverter=TypeConverters.toBoolean,
+    )
+    distill: Param[float] = Param(
+        Params._dummy(), "distill",
+        "Weight of a TF-IDF + logistic regression teacher's out-of-fold probabilities in the training targets (0 = plain labels).",
+        typeConverter=TypeConverters.toFloat,
+    )
+    labelSmoothing: Param[float] = Param(Params._dummy(), "labelSmoothing", "Label smoothing of the training loss (0 = none).", typeConverter=TypeConverters.toFloat)
     pooling: Param[str] = Param(
         Params._dummy(), "pooling", "How the BiLSTM's outputs become one vector: 'last', 'last_mean' or 'attention'.",
         typeConverter=TypeConverters.toString,
@@ -74,7 +90,7 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
         self._setDefault(
             labels=[], maxLen=40, vocabSize=8000, embeddingDim=64, lstmUnits=64, epochs=6,
             validationFraction=0.1, classWeight="balanced", pretrainEmbeddings=True, seed=13, tfThreads=1, keepStopWords=False,
-            ensembleSize=1, pooling="last",
+            ensembleSize=1, pooling="last", lexicon=False, distill=0.0, labelSmoothing=0.0, keepMarks=False,
         )
 
     def getLabelCol(self) -> str:
@@ -97,6 +113,9 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
             "seed": self.getOrDefault(self.seed),
             "ensemble": self.getOrDefault(self.ensembleSize),
             "pooling": self.getOrDefault(self.pooling),
+            "lexicon": self.getOrDefault(self.lexicon),
+            "distill": self.getOrDefault(self.distill),
+            "label_smoothing": self.getOrDefault(self.labelSmoothing),
         }
 
     def _input(self, dataset: DataFrame) -> str:
@@ -112,6 +131,10 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
                 raise InputError(f"{type(self).__name__}: input column {col!r} is missing; put a TweetPreprocessor before it.")
         return self.getTextCol() if self.getOrDefault(self.keepStopWords) else self.getTokensCol()
 
+    def _marks(self) -> bool:
+        """Whether the re-tokenised text keeps marks (keepMarks; only with keepStopWords)."""
+        return bool(self.getOrDefault(self.keepStopWords) and self.getOrDefault(self.keepMarks))
+
     def getPredictionCol(self) -> str:
         return self.getOrDefault(self.predictionCol)
 
@@ -125,49 +148,49 @@ def _load_classifier(path: str, threads: int):
     return TextClassifier.load(path, threads=threads)
 
 
-def _text_tokens(texts) -> list[list[str]]:
-    """Texts re-tokenised with stop words kept (the keepStopWords input)."""
+def _text_tokens(texts, marks: bool = False) -> list[list[str]]:
+    """Texts re-tokenised with stop words kept (the keepStopWords input), and with marks (keepMarks)."""
     from sparktweet.text import default_preprocessor
 
-    pre = default_preprocessor(keep_stop_words=True)
+    pre = default_preprocessor(keep_stop_words=True, keep_marks=marks)
     return [pre.tokenize(t) for t in texts]
 
 
-def _predict(clf, inputs: pd.Series, present: np.ndarray, from_text: bool, batch_size: int) -> tuple[pd.Series, pd.Series]:
+def _predict(clf, inputs: pd.Series, present: np.ndarray, from_text: bool, batch_size: int, marks: bool = False) -> tuple[pd.Series, pd.Series]:
     """Predicted label and its probability for the ``present`` rows of ``inputs``; nulls elsewhere."""
     n = len(inputs)
     pred = pd.Series([None] * n, dtype="object", index=inputs.index)
     prob = pd.Series([None] * n, dtype="float64", index=inputs.index)
     if present.any():
-        rows = _text_tokens(inputs[present]) if from_text else [list(t) for t in inputs[present]]
+        rows = _text_tokens(inputs[present], marks) if from_text else [list(t) for t in inputs[present]]
         labels, scores = clf.predict(rows, batch_size=batch_size)
         pred[present] = labels
         prob[present] = scores.astype("float64")
     return pred, prob
 
 
-def _score_udf(ref: ArtifactRef, batch_size: int, threads: int, from_text: bool):
+def _score_udf(ref: ArtifactRef, batch_size: int, threads: int, from_text: bool, marks: bool = False):
     """A pandas UDF scoring token arrays (or texts); captures only a path reference and plain config."""
 
     @pandas_udf("prediction string, score double, error string")  # type: ignore[call-overload]
     def score(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         clf = cached("lstm", resolve_artifact(ref), lambda p: _load_classifier(p, threads))
         for inputs in batches:
-            pred, prob = _predict(clf, inputs, inputs.notna().to_numpy(), from_text, batch_size)
+            pred, prob = _predict(clf, inputs, inputs.notna().to_numpy(), from_text, batch_size, marks)
             yield pd.DataFrame({"prediction": pred, "score": prob, "error": pd.Series([None] * len(inputs), dtype="object")})
 
     return score
 
 
 def _score_kernel(ref: ArtifactRef, batch_size: int, threads: int, from_text: bool, input_col: str, tokens_col: str, error_col: str,
-                  prediction_col: str, score_col: str, frame: pd.DataFrame) -> dict[str, Any]:
+                  prediction_col: str, score_col: str, frame: pd.DataFrame, marks: bool = False) -> dict[str, Any]:
     """The model as a pandas function for :mod:`sparktweet.fusion`: the same rows as ``_transform``."""
     clf = cached("lstm", resolve_artifact(ref), lambda p: _load_classifier(p, threads))
     errors = frame[error_col]
     usable = errors.isna().to_numpy() & frame[input_col].notna().to_numpy()
     if from_text:
         usable &= frame[tokens_col].notna().to_numpy()
-    pred, prob = _predict(clf, frame[input_col], usable, from_text, batch_size)
+    pred, prob = _predict(clf, frame[input_col], usable, from_text, batch_size, marks)
     return {prediction_col: pred, score_col: prob, error_col: errors}
 
 
@@ -184,7 +207,7 @@ class LstmClassifierModel(Model, _LstmParams, HasArtifacts):
         from_text = self.getOrDefault(self.keepStopWords)
         kernel = functools.partial(
             _score_kernel, self._artifact_ref(), self.getBatchSize(), self.getOrDefault(self.tfThreads), from_text, col,
-            self.getTokensCol(), err, self.getPredictionCol(), self.getScoreCol(),
+            self.getTokensCol(), err, self.getPredictionCol(), self.getScoreCol(), marks=self._marks(),
         )
         return FusionStep(
             inputs=tuple(dict.fromkeys([col, self.getTokensCol(), err])),
@@ -196,7 +219,7 @@ class LstmClassifierModel(Model, _LstmParams, HasArtifacts):
     def _transform(self, dataset: DataFrame) -> DataFrame:
         col, err = self._input(dataset), self.getErrorCol()
         from_text = self.getOrDefault(self.keepStopWords)
-        udf = _score_udf(self._artifact_ref(), self.getBatchSize(), self.getOrDefault(self.tfThreads), from_text)
+        udf = _score_udf(self._artifact_ref(), self.getBatchSize(), self.getOrDefault(self.tfThreads), from_text, self._marks())
         usable = error_column(dataset, err).isNull()
         if from_text:
             # A row the preprocessor gave no tokens is unusable whichever column the LSTM reads.
@@ -231,7 +254,7 @@ class LstmClassifier(Estimator, _LstmParams):
 
         pdf = self._training_frame(dataset)
         if self.getOrDefault(self.keepStopWords):
-            tokens = _text_tokens(pdf["input"])
+            tokens = _text_tokens(pdf["input"], self._marks())
         else:
             tokens = [list(t) for t in pdf["input"]]
         labels = pdf["label"].tolist()

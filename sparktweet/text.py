@@ -66,6 +66,8 @@ NUMBER_TOKEN = "xnum"
 EMOJI_TOKEN = "xemoji"
 POSITIVE_EMOJI_TOKEN = "xemojipos"
 NEGATIVE_EMOJI_TOKEN = "xemojineg"
+EXCLAMATION_TOKEN = "xexcl"
+QUESTION_TOKEN = "xquest"
 PLACEHOLDERS = (URL_TOKEN, MENTION_TOKEN, NUMBER_TOKEN, EMOJI_TOKEN, POSITIVE_EMOJI_TOKEN, NEGATIVE_EMOJI_TOKEN)
 
 # --- what the resource builder bakes into the files ------------------------------------------
@@ -186,7 +188,9 @@ class TextPreprocessor:
         emoji: Mapping[str, str],
         emoji_ranges: Sequence[tuple[int, int]],
         contractions: Mapping[str, str],
+        keep_marks: bool = False,
     ) -> None:
+        self._keep_marks = keep_marks
         self._lemmas = dict(lemmas)
         self._stop = frozenset(stop_words)
         self._emoji = {char: f" {token} " if token else " " for char, token in emoji.items()}
@@ -196,12 +200,16 @@ class TextPreprocessor:
         self._memo: dict[str, tuple[str, ...]] = {}
 
     @classmethod
-    def load(cls, directory: str | Path | None = None, *, keep_stop_words: bool = False) -> TextPreprocessor:
+    def load(cls, directory: str | Path | None = None, *, keep_stop_words: bool = False, keep_marks: bool = False) -> TextPreprocessor:
         """Read the resource files from ``directory`` (default: the package's ``resources``).
 
         ``keep_stop_words=True`` gives the variant the sentiment LSTM reads: the same steps without
         the stop-word filter, since "but", "so", "what" and "very" carry sentiment that topic words
         do not (the LSTM stages' ``keepStopWords`` param).
+
+        ``keep_marks=True`` also keeps what punctuation says: a run of ``!`` gives ``xexcl``, of ``?``
+        ``xquest`` (questions are mostly neutral), and ASCII emoticons the emoji tokens (``:)`` gives
+        ``xemojipos``, ``:(`` ``xemojineg``). Python only: the JVM backend mirrors the default variant.
         """
         root = importlib_resources.files("sparktweet").joinpath("resources") if directory is None else Path(directory)
         with root.joinpath(LEMMAS_FILE).open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
@@ -220,7 +228,7 @@ class TextPreprocessor:
                 ranges.append((int(first, 16), int(last, 16)))
             else:
                 emoji[chr(int(first, 16))] = "" if token == "-" else token
-        return cls(lemmas, stop_words, emoji, ranges, contractions)
+        return cls(lemmas, stop_words, emoji, ranges, contractions, keep_marks=keep_marks)
 
     def tokenize(self, text: object) -> list[str]:
         """Tokens of ``text``; ``[]`` for None, non-strings, empty or token-free text. Never raises."""
@@ -243,6 +251,8 @@ class TextPreprocessor:
         if not text.isascii():
             emoji = self._emoji
             text = self._emoji_re.sub(lambda m: emoji.get(m.group(), f" {EMOJI_TOKEN} "), text).translate(_APOSTROPHES)
+        if self._keep_marks:
+            text = _marks(text)
         memo = self._memo
         out: list[str] = []
         for token in _LOOSE_TOKEN_RE.findall(text):
@@ -279,6 +289,21 @@ class TextPreprocessor:
         return tuple(out)
 
 
+_EMOTICON_POS_RE = re.compile(r"(?<![\w:/])(?:[:;=8]-?[)\]}d*p]|\(-?[:;=])(?!\w)")
+_EMOTICON_NEG_RE = re.compile(r"(?<![\w:/])(?:[:;=]'?-?[(\[{/\\]|\)-?[:=])(?![\w/])")
+_MARKS = ((re.compile(r"!+"), f" {EXCLAMATION_TOKEN} "), (re.compile(r"\?+"), f" {QUESTION_TOKEN} "))
+
+
+def _marks(text: str) -> str:
+    """Emoticons to the emoji tokens, runs of ``!`` and ``?`` to their tokens (the keep_marks variant)."""
+    if ":" in text or ";" in text or "=" in text or "(" in text or ")" in text:
+        text = _EMOTICON_POS_RE.sub(f" {POSITIVE_EMOJI_TOKEN} ", text)
+        text = _EMOTICON_NEG_RE.sub(f" {NEGATIVE_EMOJI_TOKEN} ", text)
+    for pattern, token in _MARKS:
+        text = pattern.sub(token, text)
+    return text
+
+
 def _split_apostrophes(token: str, contractions: Mapping[str, tuple[str, ...]]) -> Sequence[str]:
     for clitic in _CLITICS:
         if token.endswith(clitic):
@@ -303,18 +328,19 @@ def _parse_tsv(lines: Iterable[str], width: int) -> Iterable[list[str]]:
         yield fields
 
 
-_DEFAULTS: dict[bool, TextPreprocessor] = {}
+_DEFAULTS: dict[tuple[bool, bool], TextPreprocessor] = {}
 _DEFAULT_LOCK = threading.Lock()
 
 
-def default_preprocessor(keep_stop_words: bool = False) -> TextPreprocessor:
+def default_preprocessor(keep_stop_words: bool = False, keep_marks: bool = False) -> TextPreprocessor:
     """The preprocessor built from the package's resources, loaded once per process (and per variant)."""
-    pre = _DEFAULTS.get(keep_stop_words)
+    key = (keep_stop_words, keep_marks)
+    pre = _DEFAULTS.get(key)
     if pre is None:
         with _DEFAULT_LOCK:
-            pre = _DEFAULTS.get(keep_stop_words)
+            pre = _DEFAULTS.get(key)
             if pre is None:
-                pre = _DEFAULTS[keep_stop_words] = TextPreprocessor.load(keep_stop_words=keep_stop_words)
+                pre = _DEFAULTS[key] = TextPreprocessor.load(keep_stop_words=keep_stop_words, keep_marks=keep_marks)
     return pre
 
 

@@ -29,6 +29,10 @@ def test_stage_defaults_and_train_kwargs():
     assert TopicClassifier().getOrDefault("keepStopWords") is False
     kwargs = SentimentClassifier(epochs=3, lstmUnits=16).trainKwargs()
     assert kwargs["epochs"] == 3 and kwargs["units"] == 16
+    # The shipped sentiment recipe; the topic LSTM keeps the plain one.
+    assert kwargs["lexicon"] is True and kwargs["distill"] == 0.5 and SentimentClassifier()._marks() is True
+    topic = TopicClassifier().trainKwargs()
+    assert topic["lexicon"] is False and topic["distill"] == 0.0
 
 
 TOKENS = [["good", "great", "thank"], ["bad", "awful", "not", "late"], ["flight", "today", "when"]] * 30
@@ -150,3 +154,72 @@ def test_context_keywords_weigh_less_in_training_and_labelling(tmp_path):
     np.testing.assert_array_equal(loaded.topic_matrix(query), weighted.topic_matrix(query))
     assert TopicLabeler().getOrDefault("contextWeight") == 0.5 and TopicLabeler().trainKwargs()["context_weight"] == 0.5
     assert TopicLabelerModel().getOrDefault("contextWeight") == 1.0  # models saved before the Param keep plain counts
+def test_lexicon_valences_come_from_vader():
+    pytest.importorskip("vaderSentiment")
+    from sparktweet.lexicon import valences
+
+    v = valences(["great", "awful", "flight", "xemojipos"])
+    assert v[0] > 0.3 and v[1] < -0.3 and v[2] == 0.0 and v[3] > 0
+
+
+def test_lexicon_channel_is_frozen_saved_and_padding_invariant(tmp_path):
+    pytest.importorskip("vaderSentiment")
+    from sparktweet.lexicon import valences
+
+    clf, _ = TextClassifier.train(TOKENS, LABELS, epochs=2, ensemble=2, lexicon=True, embedding_dim=8, units=8,
+                                  validation_fraction=0.0, verbose=0)
+    member = clf.model.get_layer("lstm_0")
+    table = member.get_layer("valence").get_weights()[0][:, 0]
+    # Row i of the frozen channel is the lexicon valence of vocabulary word i (0 and 1: padding, unknown).
+    np.testing.assert_allclose(table[2:], valences(clf.vocab.words))
+    assert table[clf.vocab.index["great"]] > 0 and table[clf.vocab.index["awful"]] < 0
+    assert not member.get_layer("valence").trainable
+    clf.save(str(tmp_path))
+    loaded = TextClassifier.load(str(tmp_path))
+    np.testing.assert_allclose(clf.predict_proba(TOKENS[:6]), loaded.predict_proba(TOKENS[:6]), atol=1e-6)
+    alone = loaded.predict_proba([TOKENS[1]])
+    batched = loaded.predict_proba([TOKENS[1], ["late"] * 30])[:1]
+    np.testing.assert_allclose(alone, batched, atol=1e-5)
+
+
+def test_teacher_probabilities_are_out_of_fold():
+    from sparktweet.keras_io import teacher_probabilities
+
+    # Texts come in identical pairs with random labels: a model that saw a row echoes its label (about
+    # two thirds right), one that did not can at best repeat its twin's label (a third right).
+    rng = np.random.default_rng(0)
+    tokens = [[f"w{i // 2}", f"v{i // 2}"] for i in range(300)]
+    y = rng.integers(0, 3, size=300)
+    probs = teacher_probabilities(tokens, y, 3)
+    assert probs.shape == (300, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (probs.argmax(axis=1) == y).mean() < 0.5
+
+
+def test_distilled_and_smoothed_training_still_learns():
+    clf, _ = TextClassifier.train(TOKENS, LABELS, epochs=12, ensemble=1, distill=0.5, label_smoothing=0.1, embedding_dim=8,
+                                        units=8, validation_fraction=0.0, verbose=0)
+    pred, _ = clf.predict(TOKENS[:3])
+    assert pred == ["positive", "negative", "neutral"]
+
+
+def test_keep_marks_variant_keeps_exclamations_questions_and_emoticons():
+    pre = TextPreprocessor.load(keep_stop_words=True, keep_marks=True)
+    assert pre.tokenize("@united thanks!!! :) when is it?? http://t.co/x?a=1") == [
+        "xmention", "thank", "xexcl", "xemojipos", "when", "be", "it", "xquest", "xurl"]
+    assert pre.tokenize("delayed again :( at 10:30 (gate b)") == ["delay", "again", "xemojineg", "at", "xnum", "xnum", "gate", "b"]
+    # The default variants are unchanged.
+    assert "xexcl" not in TextPreprocessor.load(keep_stop_words=True).tokenize("thanks!!! :)")
+
+
+def test_keep_marks_param_reaches_the_stage():
+    stage = SentimentClassifier(keepMarks=True)
+    assert stage._marks() is True
+    assert SentimentClassifier(keepMarks=True, keepStopWords=False)._marks() is False
+    assert "keep_marks" not in stage.trainKwargs()
+
+
+def test_teacher_gives_up_on_too_small_data():
+    from sparktweet.keras_io import teacher_probabilities
+
+    assert teacher_probabilities([["a"], ["b"], ["c"]], np.array([0, 1, 1]), 2) is None
