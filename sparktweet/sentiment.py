@@ -26,7 +26,9 @@ class _SentimentParams(_LstmParams):
             # out-of-fold TF-IDF + logistic regression teacher, '!', '?' and emoticons kept as tokens and
             # balanced class weights took the validation part from 0.796 / 0.735 to 0.812 / 0.758
             # (accuracy / macro-F1; with sqrt weights 0.813 / 0.752).
-            classWeight="balanced", lexicon=True, distill=0.5, keepMarks=True,
+            # keepMarks changes the tokens a saved model reads, so its default stays False here: a model
+            # saved before the param existed loads with False; SentimentClassifier sets it (see there).
+            classWeight="balanced", lexicon=True, distill=0.5,
         )
 
 
@@ -89,6 +91,9 @@ class SentimentClassifier(LstmClassifier, _SentimentParams):
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)
+        if not self.isSet(self.keepMarks):
+            # Set rather than defaulted, so the fitted model saves it and reads marks whatever the class default.
+            self._set(keepMarks=keepMarks)
 
     @keyword_only
     def setParams(self, **kwargs: Any) -> "SentimentClassifier":

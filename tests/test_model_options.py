@@ -223,3 +223,13 @@ def test_teacher_gives_up_on_too_small_data():
     from sparktweet.keras_io import teacher_probabilities
 
     assert teacher_probabilities([["a"], ["b"], ["c"]], np.array([0, 1, 1]), 2) is None
+
+
+def test_keep_marks_is_set_by_the_estimator_not_defaulted_for_old_models():
+    """A SentimentModel saved before keepMarks existed must keep reading the tokens it was trained on."""
+    from sparktweet.sentiment import SentimentModel
+
+    assert SentimentModel().getOrDefault("keepMarks") is False
+    estimator = SentimentClassifier()
+    assert estimator.isSet("keepMarks") and estimator.getOrDefault("keepMarks") is True
+    assert SentimentClassifier(keepMarks=False).getOrDefault("keepMarks") is False
