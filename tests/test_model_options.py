@@ -14,6 +14,17 @@ from sparktweet.topics import TopicClassifier, seed_keywords
 TEXT = "@united but it was so very late, why?"
 
 
+def _assert_reloads_and_ignores_padding(clf, tmp_path):
+    """Saved and loaded, the classifier scores the same; a short tweet scores the same alone and
+    batched with a long one (masking, not padding, decides)."""
+    clf.save(str(tmp_path))
+    loaded = TextClassifier.load(str(tmp_path))
+    np.testing.assert_allclose(clf.predict_proba(TOKENS[:6]), loaded.predict_proba(TOKENS[:6]), atol=1e-6)
+    alone = loaded.predict_proba([TOKENS[1]])
+    batched = loaded.predict_proba([TOKENS[1], ["late"] * 30])[:1]
+    np.testing.assert_allclose(alone, batched, atol=1e-5)
+
+
 def test_keep_stop_words_variant_keeps_them():
     assert TextPreprocessor.load().tokenize(TEXT) == ["xmention", "late"]
     assert TextPreprocessor.load(keep_stop_words=True).tokenize(TEXT) == ["xmention", "but", "it", "be", "so", "very", "late", "why"]
@@ -45,13 +56,7 @@ def test_ensemble_round_trip_and_padding_invariance(tmp_path, pooling):
                                         validation_fraction=0.0, verbose=0)
     assert {"member0_loss", "member1_loss"} <= set(history)
     assert getattr(clf.model, "optimizer", None) is None  # nothing to strip at save time
-    clf.save(str(tmp_path))
-    loaded = TextClassifier.load(str(tmp_path))
-    np.testing.assert_allclose(clf.predict_proba(TOKENS[:6]), loaded.predict_proba(TOKENS[:6]), atol=1e-6)
-    # A short tweet scores the same alone and batched with a long one (masking, not padding, decides).
-    alone = loaded.predict_proba([TOKENS[1]])
-    batched = loaded.predict_proba([TOKENS[1], ["late"] * 30])[:1]
-    np.testing.assert_allclose(alone, batched, atol=1e-5)
+    _assert_reloads_and_ignores_padding(clf, tmp_path)
 
 
 def test_ensemble_learns_and_sqrt_weights():
@@ -174,12 +179,7 @@ def test_lexicon_channel_is_frozen_saved_and_padding_invariant(tmp_path):
     np.testing.assert_allclose(table[2:], valences(clf.vocab.words))
     assert table[clf.vocab.index["great"]] > 0 and table[clf.vocab.index["awful"]] < 0
     assert not member.get_layer("valence").trainable
-    clf.save(str(tmp_path))
-    loaded = TextClassifier.load(str(tmp_path))
-    np.testing.assert_allclose(clf.predict_proba(TOKENS[:6]), loaded.predict_proba(TOKENS[:6]), atol=1e-6)
-    alone = loaded.predict_proba([TOKENS[1]])
-    batched = loaded.predict_proba([TOKENS[1], ["late"] * 30])[:1]
-    np.testing.assert_allclose(alone, batched, atol=1e-5)
+    _assert_reloads_and_ignores_padding(clf, tmp_path)
 
 
 def test_teacher_probabilities_are_out_of_fold():
