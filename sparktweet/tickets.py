@@ -249,7 +249,7 @@ def _airport_text(text: str) -> str:
 
 
 def _first_slot(entities: Any, label: str, normalise: Callable[[str], str], valid: re.Pattern[str], prefix: str) -> str:
-    if entities is None or (isinstance(entities, float) and math.isnan(entities)):
+    if _is_missing(entities):
         return ""
     for entity in entities:
         if entity is None:
@@ -285,28 +285,21 @@ def _ticket_kernel(
     made for every row that could qualify (no error yet, not positive, a known category) and
     is the value the stage alone would give that row if it needs a ticket.
     """
-    n = len(frame)
-    entities = frame[entities_col] if entities_col is not None else [None] * n
-    ids: list[str | None] = []
-    replies: list[str | None] = []
-    errors: list[str | None] = []
+    entities = frame[entities_col] if entities_col is not None else [None] * len(frame)
     columns = (
         frame[error_col], frame[sentiment_col], frame[category_col], frame[_TMP_TWEET_ID],
         frame[_TMP_CREATED_TEXT], frame[_TMP_CREATED_EPOCH], entities,
     )
+    rows: list[tuple[str | None, str | None, str | None]] = []
     for error, sentiment, category, tweet_id, created_text, created_epoch, ents in zip(*columns, strict=True):
         if not _is_missing(error) or sentiment == "positive" or category not in categories or not isinstance(tweet_id, str):
-            ids.append(None)
-            replies.append(None)
-            errors.append(None)
+            rows.append((None, None, None))
             continue
         flight = _first_slot(ents, "FLIGHT", _flight_text, _FLIGHT_RE, " on flight ")
         airport = _first_slot(ents, "AIRPORT", _airport_text, _AIRPORT_RE, " at ")
-        ticket_id, reply, err = _ticket_row(categories, tracking_url, True, tweet_id, category, created_text, created_epoch, flight, airport)
-        ids.append(ticket_id)
-        replies.append(reply)
-        errors.append(err)
-    return {name: pd.Series(values, dtype=object, index=frame.index) for name, values in zip(_CANDIDATES, (ids, replies, errors), strict=True)}
+        rows.append(_ticket_row(categories, tracking_url, True, tweet_id, category, created_text, created_epoch, flight, airport))
+    values = list(zip(*rows, strict=True)) if rows else [(), (), ()]
+    return {name: pd.Series(list(v), dtype=object, index=frame.index) for name, v in zip(_CANDIDATES, values, strict=True)}
 
 
 class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, DefaultParamsReadable, DefaultParamsWritable):
@@ -635,14 +628,16 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
     def _by_code(categories: list[Category]) -> dict[str, tuple[str, str, str]]:
         return {c.code: (c.prefix, c.name, c.template) for c in categories}
 
-    def _prepare_fused(self, dataset: DataFrame) -> DataFrame:
-        """Before a fused pass: the tweet id as text and the creation time as the ticket kernel reads them."""
+    def _tweet_id(self, dataset: DataFrame) -> Column:
+        """The tweet id column as text (a string or integer column; anything else is an InputError)."""
         tweet_type = self._required(dataset, self.getTweetIdCol(), (T.StringType, T.IntegralType), "a string or integer")
         tweet_id = F.col(self.getTweetIdCol())
-        if not isinstance(tweet_type, T.StringType):
-            tweet_id = tweet_id.cast("string")
+        return tweet_id if isinstance(tweet_type, T.StringType) else tweet_id.cast("string")
+
+    def _prepare_fused(self, dataset: DataFrame) -> DataFrame:
+        """Before a fused pass: the tweet id as text and the creation time as the ticket kernel reads them."""
         created_text, created_epoch = self._created_columns(dataset)
-        return dataset.withColumns({_TMP_TWEET_ID: tweet_id, _TMP_CREATED_TEXT: created_text, _TMP_CREATED_EPOCH: created_epoch})
+        return dataset.withColumns({_TMP_TWEET_ID: self._tweet_id(dataset), _TMP_CREATED_TEXT: created_text, _TMP_CREATED_EPOCH: created_epoch})
 
     def _fusion_step(self, columns: list[str]) -> FusionStep:
         """This stage as the last step of a fused pass (:func:`sparktweet.fusion.fuse`).
@@ -686,16 +681,13 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         codes = [c.code for c in categories]
         error_col = self.getErrorCol()
 
-        tweet_type = self._required(dataset, self.getTweetIdCol(), (T.StringType, T.IntegralType), "a string or integer")
+        tweet_id = self._tweet_id(dataset)
         self._required(dataset, self.getTextCol(), (T.StringType,), "a string")
         self._required(dataset, self.getSentimentCol(), (T.StringType,), "a string")
         self._required(dataset, self.getSentimentScoreCol(), (T.NumericType,), "numeric")
         self._required(dataset, self.getCategoryCol(), (T.StringType,), "a string")
         created_text, created_epoch = self._created_columns(dataset)
 
-        tweet_id = F.col(self.getTweetIdCol())
-        if not isinstance(tweet_type, T.StringType):
-            tweet_id = tweet_id.cast("string")
         text = F.coalesce(F.col(self.getTextCol()), F.lit(""))
         sentiment = F.col(self.getSentimentCol())
         score = F.col(self.getSentimentScoreCol()).cast("double")
