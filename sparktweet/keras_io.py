@@ -247,6 +247,9 @@ class TextClassifier:
         lexicon: bool = False,
         distill: float = 0.0,
         label_smoothing: float = 0.0,
+        student: bool = False,
+        student_weight: float = 1.0,
+        student_epochs: int | None = None,
         verbose: int = 2,
     ) -> tuple["TextClassifier", dict]:
         """Fit on tokenised texts; returns the classifier and its training history (per epoch).
@@ -260,6 +263,12 @@ class TextClassifier:
         teacher is a TF-IDF + logistic regression model's out-of-fold probabilities on the training rows
         (:func:`teacher_probabilities`): the LSTM stays the model, the teacher only shapes its targets.
         ``label_smoothing`` smooths the targets towards uniform.
+
+        ``student`` (with ``ensemble`` > 1) distils the ensemble into one LSTM: the members are trained
+        as above, then one more LSTM (same recipe, seed ``seed + 7777``, member 0's word2vec init) learns
+        ``(1 - student_weight) * targets + student_weight * ensemble probabilities`` on the training rows,
+        for ``student_epochs`` epochs (default ``epochs``). The returned model is that one LSTM: the
+        cost of one at inference. Its history keys carry a ``student_`` prefix.
         """
         import keras
 
@@ -288,20 +297,15 @@ class TextClassifier:
                 if teacher is not None:
                     targets = (1.0 - distill) * targets + distill * teacher
         sample_weight = None if weights is None else np.array([weights[int(c)] for c in y[tr_idx]], dtype="float32")
-        members, history = [], {}
-        for member in range(max(1, ensemble)):
-            member_seed = seed + 1000 * member
-            keras.utils.set_random_seed(member_seed)
-            matrix = None
-            if pretrain_embeddings:
-                vectors = train_word2vec(token_lists, dim=embedding_dim, seed=member_seed)
-                matrix = embedding_matrix(vocab.index, vectors, embedding_dim, seed=member_seed)
+        distil = student and ensemble > 1
+
+        def fit_one(matrix, fit_targets, soft_targets: bool, name: str | None, run_epochs: int):
+            """One LSTM fitted on ``fit_targets``; returns an uncompiled copy and its history (Keras seeded by the caller)."""
             model = build_lstm(
                 len(vocab), len(classes), matrix, embedding_dim=embedding_dim, units=units, dropout=dropout,
-                pooling=pooling, learning_rate=learning_rate, name=f"lstm_{member}" if ensemble > 1 else None,
-                lexicon=lexicon, valence=valence,
+                pooling=pooling, learning_rate=learning_rate, name=name, lexicon=lexicon, valence=valence,
             )
-            if soft:
+            if soft_targets:
                 model.compile(
                     optimizer=keras.optimizers.Adam(learning_rate),
                     loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
@@ -310,13 +314,13 @@ class TextClassifier:
             callbacks = []
             validation = None
             if n_val:
-                validation = (x[val_idx], np.eye(len(classes), dtype="float32")[y[val_idx]] if soft else y[val_idx])
+                validation = (x[val_idx], np.eye(len(classes), dtype="float32")[y[val_idx]] if soft_targets else y[val_idx])
                 callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True))
             fitted = model.fit(
                 x[tr_idx],
-                targets,
+                fit_targets,
                 validation_data=validation,
-                epochs=epochs,
+                epochs=run_epochs,
                 batch_size=batch_size,
                 sample_weight=sample_weight,
                 callbacks=callbacks,
@@ -325,13 +329,33 @@ class TextClassifier:
             # Keep an uncompiled copy: no optimizer state to carry or save.
             inference = build_lstm(
                 len(vocab), len(classes), None, embedding_dim=embedding_dim, units=units, pooling=pooling,
-                name=f"lstm_{member}" if ensemble > 1 else None, compile_model=False, lexicon=lexicon,
+                name=name, compile_model=False, lexicon=lexicon,
             )
             inference.set_weights(model.get_weights())
+            return inference, {k: [float(v) for v in vals] for k, vals in fitted.history.items()}
+
+        members, history, first_matrix = [], {}, None
+        for member in range(max(1, ensemble)):
+            member_seed = seed + 1000 * member
+            keras.utils.set_random_seed(member_seed)
+            matrix = None
+            if pretrain_embeddings:
+                vectors = train_word2vec(token_lists, dim=embedding_dim, seed=member_seed)
+                matrix = embedding_matrix(vocab.index, vectors, embedding_dim, seed=member_seed)
+            if member == 0:
+                first_matrix = matrix
+            inference, fitted = fit_one(matrix, targets, soft, f"lstm_{member}" if ensemble > 1 else None, epochs)
             members.append(inference)
             prefix = f"member{member}_" if ensemble > 1 else ""
-            history.update({prefix + k: [float(v) for v in vals] for k, vals in fitted.history.items()})
+            history.update({prefix + k: v for k, v in fitted.items()})
         model = members[0] if len(members) == 1 else _average(members)
+        if distil:
+            ensemble_probs = np.asarray(model.predict(x[tr_idx], batch_size=1024, verbose=0), dtype="float32")
+            hard = targets if soft else np.eye(len(classes), dtype="float32")[targets]
+            student_targets = (1.0 - student_weight) * hard + student_weight * ensemble_probs
+            keras.utils.set_random_seed(seed + 7777)
+            model, fitted = fit_one(first_matrix, student_targets, True, None, student_epochs or epochs)
+            history.update({"student_" + k: v for k, v in fitted.items()})
         return cls(model, vocab, classes, max_len), history
 
     def save(self, path: str) -> None:

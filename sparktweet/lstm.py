@@ -56,6 +56,11 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
         Params._dummy(), "ensembleSize", "Number of LSTMs trained from different seeds and averaged into the one saved model.",
         typeConverter=TypeConverters.toInt,
     )
+    ensembleStudent: Param[bool] = Param(
+        Params._dummy(), "ensembleStudent",
+        "With ensembleSize > 1: distil the ensemble into one more LSTM trained on its averaged probabilities and save that one alone (one LSTM's inference cost).",
+        typeConverter=TypeConverters.toBoolean,
+    )
     keepMarks: Param[bool] = Param(
         Params._dummy(), "keepMarks",
         "With keepStopWords: whether the re-tokenised text also keeps '!', '?' and ASCII emoticons as tokens.",
@@ -90,7 +95,7 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
         self._setDefault(
             labels=[], maxLen=40, vocabSize=8000, embeddingDim=64, lstmUnits=64, epochs=6,
             validationFraction=0.1, classWeight="balanced", pretrainEmbeddings=True, seed=13, tfThreads=1, keepStopWords=False,
-            ensembleSize=1, pooling="last", lexicon=False, distill=0.0, labelSmoothing=0.0, keepMarks=False,
+            ensembleSize=1, ensembleStudent=False, pooling="last", lexicon=False, distill=0.0, labelSmoothing=0.0, keepMarks=False,
         )
 
     def getLabelCol(self) -> str:
@@ -112,6 +117,7 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
             "pretrain_embeddings": self.getOrDefault(self.pretrainEmbeddings),
             "seed": self.getOrDefault(self.seed),
             "ensemble": self.getOrDefault(self.ensembleSize),
+            "student": self.getOrDefault(self.ensembleStudent),
             "pooling": self.getOrDefault(self.pooling),
             "lexicon": self.getOrDefault(self.lexicon),
             "distill": self.getOrDefault(self.distill),

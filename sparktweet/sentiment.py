@@ -83,6 +83,7 @@ class SentimentClassifier(LstmClassifier, _SentimentParams):
         tfThreads: int = 1,
         keepStopWords: bool = True,
         ensembleSize: int = 3,
+        ensembleStudent: bool = False,
         pooling: str = "last",
         lexicon: bool = True,
         distill: float = 0.5,

@@ -66,6 +66,40 @@ def test_ensemble_learns_and_sqrt_weights():
     assert pred == ["positive", "negative", "neutral"]
 
 
+def _bilstm_layers(model) -> list:
+    """Every Bidirectional layer of a Keras model, nested models (ensemble members) included."""
+    import keras
+
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found += _bilstm_layers(layer)
+        elif isinstance(layer, keras.layers.Bidirectional):
+            found.append(layer)
+    return found
+
+
+def test_ensemble_student_is_one_lstm_that_learns_and_round_trips(tmp_path):
+    clf, history = TextClassifier.train(TOKENS, LABELS, epochs=12, ensemble=2, student=True, embedding_dim=8, units=8,
+                                        validation_fraction=0.0, verbose=0)
+    assert {"member0_loss", "member1_loss", "student_loss"} <= set(history)
+    assert len(_bilstm_layers(clf.model)) == 1 and clf.model.get_layer("bilstm") is not None
+    probs = clf.predict_proba(TOKENS[:6])
+    assert probs.shape == (6, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert clf.predict(TOKENS[:3])[0] == ["positive", "negative", "neutral"]
+    _assert_reloads_and_ignores_padding(clf, tmp_path)
+    assert len(_bilstm_layers(TextClassifier.load(str(tmp_path)).model)) == 1
+
+
+def test_ensemble_student_param_reaches_train_kwargs():
+    from sparktweet.sentiment import SentimentModel
+
+    assert SentimentClassifier(ensembleStudent=True).trainKwargs()["student"] is True
+    assert TopicClassifier().trainKwargs()["student"] is False
+    assert SentimentModel().getOrDefault("ensembleStudent") is False  # models saved before the Param load with it off
+
+
 def test_unknown_options_are_refused():
     with pytest.raises(ValueError, match="pooling"):
         TextClassifier.train(TOKENS, LABELS, epochs=1, pooling="max", verbose=0)
