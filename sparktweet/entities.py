@@ -10,7 +10,6 @@ import functools
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +37,7 @@ from sparktweet.persistence import (
     HasArtifacts,
     copy_from_hadoop,
     new_artifact_dir,
+    process_temp_dir,
 )
 from sparktweet.workers import (
     cached,
@@ -70,7 +70,7 @@ def _default_patterns_dir() -> str:
 def _fetch_patterns(path: str, directory: str) -> None:
     """Validate the user's pattern file and write it into ``directory``; Hadoop URIs are copied first."""
     if re.match(r"^[A-Za-z][\w+.-]*://", path) and not path.startswith("file:"):
-        local = os.path.join(tempfile.mkdtemp(prefix="sparktweet-patterns-"), ner.PATTERNS_FILE)
+        local = os.path.join(process_temp_dir("patterns"), ner.PATTERNS_FILE)
         copy_from_hadoop(SparkContext.getOrCreate(), path, local)
         path = local
     ner.write_patterns(ner.read_patterns(path.removeprefix("file://")), directory)

@@ -14,6 +14,7 @@ Python workers read it from local disk. Nothing is pickled.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -66,9 +67,20 @@ def copy_from_hadoop(sc: SparkContext, source: str, local_dir: str) -> None:
     fs.copyToLocalFile(False, src, _hadoop_path(sc, os.path.abspath(local_dir)), True)
 
 
+def process_temp_dir(prefix: str) -> str:
+    """A fresh local directory that lives as long as this process: removed when it exits normally.
+
+    Loaded and fitted stages keep their artifacts in such a directory (a loaded model's copy is
+    several MB), so a job, a test run or a CLI command leaves nothing behind in the temp folder.
+    """
+    path = tempfile.mkdtemp(prefix=f"sparktweet-{prefix}-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def new_artifact_dir(prefix: str) -> str:
     """A fresh local directory for a stage's artifacts (kept for the life of the process)."""
-    return tempfile.mkdtemp(prefix=f"sparktweet-{prefix}-")
+    return process_temp_dir(prefix)
 
 
 class HasArtifacts(MLReadable, MLWritable):
@@ -100,7 +112,7 @@ class HasArtifacts(MLReadable, MLWritable):
             # A unique copy name: SparkFiles are keyed by file name, and two stages (or two
             # loads of one stage) must never collide.
             name = f"{type(self).__name__.lower()}-{uuid.uuid4().hex[:12]}"
-            staged = os.path.join(tempfile.mkdtemp(prefix="sparktweet-ship-"), name)
+            staged = os.path.join(process_temp_dir("ship"), name)
             if sc._jsc.sc().isLocal():  # type: ignore[union-attr]
                 shutil.copytree(local, staged)
                 sc.addFile(staged, recursive=True)
