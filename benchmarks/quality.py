@@ -130,11 +130,12 @@ def tfidf_baseline(fit: pd.DataFrame, tune: pd.DataFrame | None, final_fit: pd.D
 
 
 def sentiment_lstm(train: pd.DataFrame, evaluate: pd.DataFrame, overrides: dict[str, Any], quick: bool) -> dict[str, Any]:
-    """The sentiment LSTM exactly as ``SentimentClassifier()`` trains it, scored on ``evaluate``."""
+    """The sentiment LSTM exactly as the training job's pipeline trains it, scored on ``evaluate``."""
     from sparktweet.keras_io import TextClassifier
     from sparktweet.sentiment import SentimentClassifier
+    from sparktweet.training import build_pipeline
 
-    stage = SentimentClassifier()
+    stage = next(s for s in build_pipeline().getStages() if isinstance(s, SentimentClassifier))
     overrides = dict(overrides)
     marks = bool(overrides.pop("keep_marks", stage.getOrDefault("keepMarks")))
     kwargs = {**stage.trainKwargs(), **overrides}

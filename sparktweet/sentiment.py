@@ -29,12 +29,6 @@ class _SentimentParams(_LstmParams):
             # keepMarks changes the tokens a saved model reads, so its default stays False here: a model
             # saved before the param existed loads with False; SentimentClassifier sets it (see there).
             classWeight="balanced", lexicon=True, distill=0.5,
-            # Issue 3, third round: the three seeds are distilled into one student LSTM (trained on their
-            # averaged probabilities) and only the student is saved: one LSTM's inference cost instead of
-            # three (about 0.23 -> 0.08 ms a tweet). Validation part, four comparisons: the student tied the
-            # ensemble twice and trailed it by up to 0.003 accuracy / 0.006 macro-F1 twice (run-to-run
-            # noise is 0.001-0.003).
-            ensembleStudent=True,
         )
 
 
@@ -89,7 +83,7 @@ class SentimentClassifier(LstmClassifier, _SentimentParams):
         tfThreads: int = 1,
         keepStopWords: bool = True,
         ensembleSize: int = 3,
-        ensembleStudent: bool = True,
+        ensembleStudent: bool = False,
         pooling: str = "last",
         lexicon: bool = True,
         distill: float = 0.5,
