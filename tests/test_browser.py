@@ -105,13 +105,24 @@ def shot(driver, name: str) -> None:
 
 def submit_and_wait(driver, button, timeout: float = 20.0) -> None:
     """Click a form's button and wait for the page it posts to: ``click`` returns before the
-    request is served, so reading the store right after it races the server."""
-    from selenium.webdriver.support import expected_conditions as EC
+    request is served, so reading the store right after it races the server.
+
+    The old page is marked with a script property before the click; the new document does not
+    carry it. (Waiting for the button to go stale raced the navigation in CI: Chrome answered
+    "Node with given id does not belong to the document" instead of a stale-element error.)"""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    driver.execute_script("document.sparktweetOldPage = true;")
     button.click()
-    WebDriverWait(driver, timeout).until(EC.staleness_of(button))
-    WebDriverWait(driver, timeout).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+    def new_page_loaded(d) -> bool:
+        try:
+            return bool(d.execute_script("return !document.sparktweetOldPage && document.readyState === 'complete';"))
+        except WebDriverException:  # the old document is being torn down: ask again
+            return False
+
+    WebDriverWait(driver, timeout).until(new_page_loaded)
 
 
 def test_tracking_page(server, browser):
