@@ -1,0 +1,78 @@
+"""What runs inside Python workers: the import-cache invalidation a reused worker pays per task."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import zipfile
+import zipimport
+
+import pytest
+
+from sparktweet import workers
+
+
+@pytest.fixture
+def zip_on_path(tmp_path, monkeypatch):
+    """A zip archive with one module on sys.path; the stock zipimporter method is restored afterwards."""
+    archive = tmp_path / "mods.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("st_zip_mod_a.py", "VALUE = 'a'\n")
+    monkeypatch.setattr(zipimport.zipimporter, "invalidate_caches", zipimport.zipimporter.invalidate_caches)
+    monkeypatch.syspath_prepend(str(archive))
+    reads: list[str] = []
+    stock_read = zipimport._read_directory
+
+    def counting_read(path):
+        reads.append(path)
+        return stock_read(path)
+
+    monkeypatch.setattr(zipimport, "_read_directory", counting_read)
+    yield archive, reads
+    for name in ("st_zip_mod_a", "st_zip_mod_b"):
+        sys.modules.pop(name, None)
+
+
+def test_zip_archives_are_reread_only_when_they_change(zip_on_path):
+    archive, reads = zip_on_path
+    assert importlib.import_module("st_zip_mod_a").VALUE == "a"
+    assert isinstance(sys.path_importer_cache[str(archive)], zipimport.zipimporter)
+
+    # The stock method re-reads the archive at every invalidation (PySpark calls it once per task).
+    reads.clear()
+    importlib.invalidate_caches()
+    importlib.invalidate_caches()
+    assert reads.count(str(archive)) == 2
+
+    assert workers.cheap_zip_invalidation() is True
+    assert workers.cheap_zip_invalidation() is False  # idempotent
+    importlib.invalidate_caches()  # the first call per importer reads and remembers the file's stat
+    reads.clear()
+    for _ in range(5):
+        importlib.invalidate_caches()
+    assert reads.count(str(archive)) == 0
+
+    # A changed archive is read again, and what it now holds can be imported.
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr("st_zip_mod_b.py", "VALUE = 'b'\n")
+    importlib.invalidate_caches()
+    assert reads.count(str(archive)) == 1
+    assert importlib.import_module("st_zip_mod_b").VALUE == "b"
+
+
+def test_a_removed_archive_is_forgotten_as_before(zip_on_path):
+    archive, _ = zip_on_path
+    importlib.import_module("st_zip_mod_a")
+    workers.cheap_zip_invalidation()
+    importlib.invalidate_caches()
+    importer = sys.path_importer_cache[str(archive)]
+    archive.unlink()
+    importer.invalidate_caches()  # the stock method runs: the archive's entries are dropped
+    assert importer._files == {}
+
+
+def test_loading_a_model_in_a_worker_installs_it(monkeypatch):
+    monkeypatch.setattr(zipimport.zipimporter, "invalidate_caches", zipimport.zipimporter.invalidate_caches)
+    monkeypatch.setattr(workers, "_CACHE", {})
+    assert workers.cached("test", "/nowhere", lambda path: path.upper()) == "/NOWHERE"
+    assert getattr(zipimport.zipimporter.invalidate_caches, "_sparktweet_cheap", False)
