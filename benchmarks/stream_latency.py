@@ -82,9 +82,9 @@ class VariantResult:
 
 def _progress_collector(query_name: str) -> Any:
     """A listener keeping (batchId, numInputRows, durationMs, state operator timings) of each batch of the query."""
-    from pyspark.sql.streaming import StreamingQueryListener
+    from sparktweet.streaming import JsonProgressListener
 
-    class Collector(StreamingQueryListener):
+    class Collector(JsonProgressListener):
         def __init__(self) -> None:
             super().__init__()
             self.batches: list[tuple[int, int, dict[str, float]]] = []

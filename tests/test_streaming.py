@@ -39,6 +39,7 @@ from sparktweet.replay import read_dump
 from sparktweet.store import TicketStore
 from sparktweet.streaming import (
     PARQUET_COLUMNS,
+    JsonProgressListener,
     ProgressLogger,
     StreamJob,
     StreamOptions,
@@ -291,6 +292,64 @@ def test_progress_logger_reports_latency_and_lag():
         "batch": 7, "rows": 300, "seconds": 1.5, "input_rate": 250.0, "processed_rate": 200.0,
         "latency_oldest_s": 2.5, "latency_newest_s": 0.5, "lag": 110,
     }
+
+
+def test_progress_logger_reads_observed_times_sent_as_json_strings():
+    progress = StreamingQueryProgress.fromJson({
+        "id": str(uuid.uuid4()), "runId": str(uuid.uuid4()), "name": "q", "timestamp": "2026-11-25T10:00:00.000Z",
+        "batchId": 1, "batchDuration": 1000, "numInputRows": 2, "stateOperators": [], "sources": [],
+        "sink": {"description": "ForeachBatchSink", "numOutputRows": -1},
+        "observedMetrics": {"sparktweet_input": {"rows": 2, "oldest": "2026-11-25T09:59:58.000Z", "newest": "2026-11-25 10:00:00.250"}},
+    })
+    info = ProgressLogger.summarise(progress)
+    assert (info["latency_oldest_s"], info["latency_newest_s"]) == (3.0, 0.75)
+
+
+class _Collect(JsonProgressListener):
+    def __init__(self) -> None:
+        super().__init__()
+        self.progress: list = []
+
+    def onQueryStarted(self, event) -> None:
+        pass
+
+    def onQueryProgress(self, event) -> None:
+        self.progress.append(event.progress)
+
+    def onQueryIdle(self, event) -> None:
+        pass
+
+    def onQueryTerminated(self, event) -> None:
+        pass
+
+
+def test_json_progress_listener_receives_a_real_querys_progress(spark, tmp_path):
+    """The JSON bridge delivers the query's events, observed metrics included, and their times parse."""
+    listener = _Collect()
+    spark.streams.addListener(listener)
+    began = dt.datetime.now(dt.UTC)
+    try:
+        rows = (
+            spark.readStream.format("rate").option("rowsPerSecond", 20).load()
+            .observe("sparktweet_input", F.count(F.lit(1)).alias("rows"), F.min("timestamp").alias("oldest"),
+                     F.max("timestamp").alias("newest"))
+        )
+        query = (rows.writeStream.format("noop").queryName("json_listener").trigger(processingTime="300 milliseconds")
+                 .option("checkpointLocation", str(tmp_path / "checkpoint")).start())
+        try:
+            assert wait_for(lambda: any(p.numInputRows for p in listener.progress), 90), "no progress event with rows"
+        finally:
+            query.stop()
+    finally:
+        spark.streams.removeListener(listener)
+    progress = next(p for p in listener.progress if p.numInputRows)
+    assert progress.name == "json_listener" and progress._jdict is not None  # built from the JVM's JSON
+    assert json.loads(progress.json)["batchId"] == progress.batchId
+    assert progress.observedMetrics["sparktweet_input"]["rows"] == progress.numInputRows
+    info = ProgressLogger.summarise(progress)
+    assert info["rows"] == progress.numInputRows
+    assert 0 <= info["latency_newest_s"] <= info["latency_oldest_s"] < 60
+    assert (dt.datetime.now(dt.UTC) - began).total_seconds() + 1 > info["latency_oldest_s"]
 
 
 # --- against the real broker ------------------------------------------------------------------
