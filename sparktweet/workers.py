@@ -75,6 +75,7 @@ def cheap_zip_invalidation() -> bool:
         setattr(self, _ZIP_STAT, now)
 
     invalidate_caches._sparktweet_cheap = True  # type: ignore[attr-defined]
+    invalidate_caches._sparktweet_stock = stock  # type: ignore[attr-defined]
     invalidate_caches.__doc__ = stock.__doc__
     zipimport.zipimporter.invalidate_caches = invalidate_caches  # type: ignore[method-assign]
     return True

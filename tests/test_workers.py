@@ -12,13 +12,20 @@ import pytest
 from sparktweet import workers
 
 
+def _stock_invalidation(monkeypatch) -> None:
+    """Put Python's own zipimporter.invalidate_caches back for one test (restored afterwards): an
+    earlier test in this process may have loaded a model, which installs the cheap one."""
+    current = zipimport.zipimporter.invalidate_caches
+    monkeypatch.setattr(zipimport.zipimporter, "invalidate_caches", getattr(current, "_sparktweet_stock", current))
+
+
 @pytest.fixture
 def zip_on_path(tmp_path, monkeypatch):
     """A zip archive with one module on sys.path; the stock zipimporter method is restored afterwards."""
     archive = tmp_path / "mods.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("st_zip_mod_a.py", "VALUE = 'a'\n")
-    monkeypatch.setattr(zipimport.zipimporter, "invalidate_caches", zipimport.zipimporter.invalidate_caches)
+    _stock_invalidation(monkeypatch)
     monkeypatch.syspath_prepend(str(archive))
     reads: list[str] = []
     stock_read = zipimport._read_directory
@@ -72,7 +79,7 @@ def test_a_removed_archive_is_forgotten_as_before(zip_on_path):
 
 
 def test_loading_a_model_in_a_worker_installs_it(monkeypatch):
-    monkeypatch.setattr(zipimport.zipimporter, "invalidate_caches", zipimport.zipimporter.invalidate_caches)
+    _stock_invalidation(monkeypatch)
     monkeypatch.setattr(workers, "_CACHE", {})
     assert workers.cached("test", "/nowhere", lambda path: path.upper()) == "/NOWHERE"
     assert getattr(zipimport.zipimporter.invalidate_caches, "_sparktweet_cheap", False)
