@@ -62,6 +62,7 @@ Examples
 
 from __future__ import annotations
 
+import ast
 import datetime as _dt
 import json
 import logging
@@ -527,11 +528,34 @@ def _parse_iso(ts: str) -> _dt.datetime:
     return _dt.datetime.fromisoformat(ts)
 
 
+def _source_offsets(source: Any, name: str) -> Any:
+    """A source's ``startOffset``/``endOffset``/``latestOffset`` as the JVM reported it.
+
+    An event built from JSON (:class:`JsonProgressListener`) keeps the JVM's parsed offsets in the
+    source's ``_jdict``; PySpark's ``fromJson`` turns its copy of them into ``str(dict)``, Python's
+    repr, which is not JSON. The stock bridge gives the JVM's JSON text.
+    """
+    raw = getattr(source, "_jdict", None)
+    if isinstance(raw, dict) and name in raw:
+        return raw[name]
+    return getattr(source, name)
+
+
 def _offsets_total(offsets: Any) -> int | None:
     """Records up to a Kafka source's offsets (JSON text or parsed: topic -> partition -> offset); None for other sources."""
     if not offsets:
         return None
-    data = json.loads(offsets) if isinstance(offsets, str) else offsets
+    if isinstance(offsets, str):
+        try:
+            data = json.loads(offsets)
+        except ValueError:
+            # Python's repr of the parsed offsets (what fromJson leaves in the attribute).
+            try:
+                data = ast.literal_eval(offsets)
+            except (ValueError, SyntaxError):
+                return None
+    else:
+        data = offsets
     if not isinstance(data, dict):
         return None
     return sum(int(o) for parts in data.values() if isinstance(parts, dict) for o in parts.values())
@@ -619,6 +643,7 @@ class ProgressLogger(JsonProgressListener):
         super().__init__()
         self.query_name = query_name
         self.last: dict[str, Any] = {}
+        self._failed = False
 
     def onQueryStarted(self, event: Any) -> None:
         if event.name == self.query_name:
@@ -631,7 +656,9 @@ class ProgressLogger(JsonProgressListener):
         try:
             info = self.summarise(p)
         except Exception:  # a logging hook must never fail the query
-            log.debug("could not summarise stream progress", exc_info=True)
+            # Said once at warning level: a logger that silently stops logging hides the lag.
+            log.log(logging.DEBUG if self._failed else logging.WARNING, "could not summarise stream progress", exc_info=True)
+            self._failed = True
             return
         self.last = info
         if info["rows"] or info["lag"]:
@@ -653,7 +680,9 @@ class ProgressLogger(JsonProgressListener):
             latency_newest = round((end - newest).total_seconds(), 3)
         lag = None
         if p.sources:
-            latest, done = _offsets_total(p.sources[0].latestOffset), _offsets_total(p.sources[0].endOffset)
+            source = p.sources[0]
+            latest = _offsets_total(_source_offsets(source, "latestOffset"))
+            done = _offsets_total(_source_offsets(source, "endOffset"))
             if latest is not None and done is not None:
                 lag = max(0, latest - done)
         return {
