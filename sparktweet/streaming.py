@@ -620,10 +620,28 @@ class _JsonBridge(JStreamingQueryListener):
         self.pylistener.onQueryProgress(QueryProgressEvent.fromJson({"progress": json.loads(jevent.progress().json())}))
 
 
+def observe_input(records: DataFrame, timestamp: str = "kafka_timestamp") -> DataFrame:
+    """``records`` with the observed metrics :class:`ProgressLogger` reads: rows, oldest and newest time.
+
+    The times are epoch milliseconds: a timestamp-typed metric reaches a listener through the JVM's
+    progress JSON cut to whole seconds ("2026-11-26 18:13:50"), which made the logged latencies
+    whole-second steps.
+    """
+    return records.observe(
+        _OBSERVATION,
+        F.count(F.lit(1)).alias("rows"),
+        F.min(F.unix_millis(timestamp)).alias("oldest"),
+        F.max(F.unix_millis(timestamp)).alias("newest"),
+    )
+
+
 def _observed_time(value: Any) -> _dt.datetime | None:
-    """A timestamp of an observed metric as an aware UTC datetime (a datetime, or the JSON string of one)."""
+    """A time of an observed metric as an aware UTC datetime: epoch milliseconds (what
+    :func:`observe_input` observes), a datetime, or the JSON string of one."""
     if value is None:
         return None
+    if isinstance(value, int | float):
+        return _dt.datetime.fromtimestamp(value / 1000, tz=_dt.UTC)
     if isinstance(value, str):
         value = _dt.datetime.fromisoformat(value.replace(" ", "T", 1))
     if value.tzinfo is None:  # session time zone is UTC (session.build_session)
@@ -764,12 +782,7 @@ class StreamJob:
             # branch reads the source in as few tasks.
             kafka_df = kafka_df.coalesce(partitions)
         parsed = parse_records(kafka_df, self.options.max_text_chars)
-        observed = parsed.observe(
-            _OBSERVATION,
-            F.count(F.lit(1)).alias("rows"),
-            F.min("kafka_timestamp").alias("oldest"),
-            F.max("kafka_timestamp").alias("newest"),
-        )
+        observed = observe_input(parsed)
         scored = score_stream(self.model, observed)
         if self.options.dedup:
             scored = mark_first_records(scored, parsed, self.options.dedup_ttl_s)

@@ -47,6 +47,7 @@ from sparktweet.streaming import (
     _offsets_total,
     deadletter_records,
     mark_first_records,
+    observe_input,
     outbox_records,
     parse_records,
     require_topics,
@@ -342,15 +343,11 @@ def test_json_progress_listener_receives_a_real_querys_progress(spark, tmp_path)
     spark.streams.addListener(listener)
     began = dt.datetime.now(dt.UTC)
     try:
-        rows = (
-            spark.readStream.format("rate").option("rowsPerSecond", 20).load()
-            .observe("sparktweet_input", F.count(F.lit(1)).alias("rows"), F.min("timestamp").alias("oldest"),
-                     F.max("timestamp").alias("newest"))
-        )
+        rows = observe_input(spark.readStream.format("rate").option("rowsPerSecond", 20).load(), "timestamp")
         query = (rows.writeStream.format("noop").queryName("json_listener").trigger(processingTime="300 milliseconds")
                  .option("checkpointLocation", str(tmp_path / "checkpoint")).start())
         try:
-            assert wait_for(lambda: any(p.numInputRows for p in listener.progress), 90), "no progress event with rows"
+            assert wait_for(lambda: sum(p.numInputRows > 1 for p in listener.progress) >= 3, 90), "no progress events with rows"
         finally:
             query.stop()
     finally:
@@ -363,6 +360,11 @@ def test_json_progress_listener_receives_a_real_querys_progress(spark, tmp_path)
     assert info["rows"] == progress.numInputRows
     assert 0 <= info["latency_newest_s"] <= info["latency_oldest_s"] < 60
     assert (dt.datetime.now(dt.UTC) - began).total_seconds() + 1 > info["latency_oldest_s"]
+    # Millisecond times: the rate source stamps rows 50 ms apart, so a batch's oldest and newest
+    # rows are a fraction of a second apart (whole seconds when the times were timestamp-typed).
+    spans = [round(s["latency_oldest_s"] - s["latency_newest_s"], 3) for s in
+             (ProgressLogger.summarise(p) for p in listener.progress if p.numInputRows > 1)]
+    assert any(0 < span < 1 for span in spans), spans
 
 
 # --- against the real broker ------------------------------------------------------------------
