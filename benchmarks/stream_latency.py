@@ -7,14 +7,19 @@ SQL stage that asks a ticket for every tweet):
 2. warm it up with ``--warmup-rounds`` rounds of ``--warmup`` tweets, waiting until each round is
    written (Python workers started, models loaded in every worker of the pool), so the figures
    are those of a running job, not of its start-up;
-3. replay ``--rate`` tweets/s for ``--duration`` seconds (token bucket, fresh tweet ids, texts
+3. replay ``--rate`` tweets/s for ``--steady-warmup`` seconds, not measured: the Spark JVM keeps
+   JIT-compiling Catalyst's planning code and each batch's generated classes for minutes (on two
+   cores, ~450 compilations/s in the first minute, ~70/s after four), and a paced batch took
+   3.6 s in the first minute of a run and 1.7-1.8 s after three; a stream job runs for days, so the
+   figures are those of a warm JVM, and the per-window p50s below show the trend;
+4. replay ``--rate`` tweets/s for ``--duration`` seconds (token bucket, fresh tweet ids, texts
    from the bundled sample or ``--texts`` CSV) and measure, per tweet,
    * produce -> outbox: the ``replies.outbox`` record's timestamp minus the ``tweets.raw``
      record's timestamp (both CreateTime, stamped by the producers: librdkafka at produce time,
      Spark's Kafka writer at send time), for tweets that got a ticket;
    * produce -> Parquet: the modification time of the Parquet file holding the row minus the
      ``tweets.raw`` timestamp (the file is complete then; the commit to the checkpoint follows);
-4. measure the maximum sustained rate: push a backlog of ``--backlog`` tweets at once and divide
+5. measure the maximum sustained rate: push a backlog of ``--backlog`` tweets at once and divide
    by the time the job takes to drain it (micro-batches of ``--max-offsets-per-trigger``): a rate
    below it does not grow the lag.
 
@@ -38,6 +43,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -72,6 +78,8 @@ class VariantResult:
     parquet_latency: list[float] = field(default_factory=list)
     missing: int = 0
     sustained_rate: float | None = None
+    #: produce -> outbox latencies by --window seconds of the measured replay (window index -> seconds)
+    outbox_windows: dict[int, list[float]] = field(default_factory=dict)
     backlog_seconds: float | None = None
     #: Median per-batch figures of the paced phase: Spark's durationMs and the foreachBatch steps.
     breakdown: dict[str, float] = field(default_factory=dict)
@@ -250,11 +258,17 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
             log.info("[%s] warming up with %d tweets (round %d of %d)", name, args.warmup, round_, args.warmup_rounds)
             _produce(config, tweets, args.warmup, None)
             _wait(lambda n=round_ * args.warmup: job.stats.parquet_rows >= n, args.timeout, "the warm-up tweets")
+        if args.steady_warmup:
+            log.info("[%s] JIT warm-up: replaying %.0f tweets/s for %.0fs, not measured", name, args.rate, args.steady_warmup)
+            written = job.stats.parquet_rows
+            warm, _ = _produce(config, tweets, int(args.rate * args.steady_warmup), args.rate)
+            _wait(lambda: job.stats.parquet_rows >= written + len(warm), args.timeout, "the warm-up replay")
         log.info("[%s] replaying %.0f tweets/s for %.0fs", name, args.rate, args.duration)
         first_batch = len(collector.batches)
+        measured_from = job.stats.parquet_rows  # all earlier tweets are written (waited for above)
         keys, seconds = _produce(config, tweets, int(args.rate * args.duration), args.rate)
         result.sent, result.input_rate = len(keys), len(keys) / seconds
-        done = args.warmup * args.warmup_rounds + len(keys)
+        done = measured_from + len(keys)
         _wait(lambda: job.stats.parquet_rows >= done, args.timeout, "the measured tweets")
         paced = [b for b in collector.batches[first_batch:] if b[1] > 0]
         if paced:
@@ -278,9 +292,11 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
     produced = _timestamps(config, "raw")
     outbox = _timestamps(config, "outbox")
     written = _parquet_written(output)
+    start = min((produced[k] for k in keys if k in produced), default=0.0)
     for key in keys:
         if key in outbox:
             result.outbox_latency.append(outbox[key] - produced[key])
+            result.outbox_windows.setdefault(int((produced[key] - start) // args.window), []).append(outbox[key] - produced[key])
         if key.decode() in written:
             result.parquet_latency.append(written[key.decode()] - produced[key])
         else:
@@ -297,7 +313,8 @@ def _stats(values: list[float]) -> str:
 
 
 def report(results: list[VariantResult], args: argparse.Namespace) -> str:
-    lines = [(f"stream latency, {args.rate:.0f} tweets/s for {args.duration:.0f}s, trigger {args.trigger}, "
+    lines = [(f"stream latency, {args.rate:.0f} tweets/s for {args.duration:.0f}s after {args.steady_warmup:.0f}s of JIT warm-up, "
+              f"trigger {args.trigger}, "
              f"maxOffsetsPerTrigger {args.max_offsets_per_trigger}, backlog {args.backlog}, "
              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")]
     for r in results:
@@ -305,6 +322,8 @@ def report(results: list[VariantResult], args: argparse.Namespace) -> str:
             f"[{r.name}] sent {r.sent} tweets at {r.input_rate:.0f}/s, {r.missing} not in Parquet",
             f"  produce -> outbox:  {_stats(r.outbox_latency)}",
             f"  produce -> Parquet: {_stats(r.parquet_latency)}",
+            f"  produce -> outbox p50 per {args.window:.0f}s of the replay: "
+            + ", ".join(f"{np.percentile(v, 50):.2f}" for _, v in sorted(r.outbox_windows.items()) if len(v) >= 10),
             "  sustained rate:     " + (f"{r.sustained_rate:.0f} tweets/s ({args.backlog} tweets drained in {r.backlog_seconds:.1f}s)"
                                         if r.sustained_rate else "not measured"),
         ]
@@ -338,13 +357,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of paced replay")
     parser.add_argument("--warmup", type=int, default=200, help="tweets sent (and awaited) per warm-up round")
     parser.add_argument("--warmup-rounds", type=int, default=3, help="warm-up rounds before measuring")
-    parser.add_argument("--backlog", type=int, default=20000,
+    parser.add_argument("--steady-warmup", type=float, default=90.0,
+                        help="seconds of unmeasured replay at --rate before measuring, for the JVM's JIT to compile the "
+                             "per-batch code (0: measure a cold JVM)")
+    parser.add_argument("--window", type=float, default=30.0, help="seconds per window of the per-window p50s")
+    parser.add_argument("--backlog", type=int, default=40000,
                         help="tweets for the sustained-rate measurement (0: skip); at least a few seconds' worth of the "
                              "rate to measure, or the job's fixed latency dominates")
     parser.add_argument("--model", default=os.path.join(ROOT, "models", "default"), help="saved model folder")
     parser.add_argument("--variants", default="model,no-model", help="comma-separated: model, no-model")
     parser.add_argument("--trigger", default="100 milliseconds", help="micro-batch trigger")
-    parser.add_argument("--max-offsets-per-trigger", type=int, default=10000,
+    parser.add_argument("--max-offsets-per-trigger", type=int, default=20000,
                         help="micro-batch size cap: the sustained rate cannot exceed it divided by a batch's duration")
     parser.add_argument("--partitions", type=int, default=None, help="scoring tasks per batch (default: cores)")
     parser.add_argument("--kafka-partitions", type=int, default=4, help="partitions of the benchmark's tweets.raw")
@@ -364,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         logging.getLogger("sparktweet.streaming").setLevel(logging.DEBUG)
 
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the finally below stops the broker and removes the workdir.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = args.workdir or tempfile.mkdtemp(prefix="sparktweet-bench-")
     if args.bootstrap:
         config = load_config(overrides=[f"kafka.bootstrap_servers={args.bootstrap}"])

@@ -37,7 +37,7 @@ batch finish) and can stop by itself when idle (``until_idle``) or after ``max_s
 
 Settings (``stream:`` section, all optional): ``trigger`` ("500 milliseconds", "available-now",
 "once"), ``starting_offsets`` (earliest; only for a new checkpoint), ``max_offsets_per_trigger``
-(2000), ``fail_on_data_loss`` (true), ``partitions`` (scoring tasks per micro-batch; default
+(20000), ``fail_on_data_loss`` (true), ``partitions`` (scoring tasks per micro-batch; default
 Spark's default parallelism, i.e. the cores; 0 keeps the source's partitions), ``max_text_chars``
 (25000), ``deadletter_max_original_bytes`` (262144), ``dedup.enabled`` (true), ``dedup.ttl_s``
 (86400), ``max_restarts`` (10 in a row), ``restart_backoff_s`` (2, doubling up to
@@ -110,7 +110,7 @@ _SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 DEFAULTS: dict[str, Any] = {
     "trigger": "500 milliseconds",
     "starting_offsets": "earliest",
-    "max_offsets_per_trigger": 2000,
+    "max_offsets_per_trigger": 20_000,
     "fail_on_data_loss": True,
     "max_text_chars": 25_000,
     "deadletter_max_original_bytes": 256 * 1024,

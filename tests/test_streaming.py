@@ -269,7 +269,7 @@ def test_stream_options_from_config_and_triggers(spark):
     options = StreamOptions.from_config(load_config(overrides=["stream.max_offsets_per_trigger=0", "stream.dedup.enabled=false"]),
                                         trigger="available-now", partitions=0)
     assert (options.max_offsets_per_trigger, options.dedup, options.trigger, options.partitions) == (None, False, "available-now", 0)
-    assert StreamOptions.from_config(load_config()).max_offsets_per_trigger == 2000
+    assert StreamOptions.from_config(load_config()).max_offsets_per_trigger == 20_000
     with pytest.raises(ConfigError, match="max_text_chars"):
         StreamOptions.from_config(load_config(overrides=["stream.max_text_chars=0"]))
     stream = spark.readStream.format("rate").load()
