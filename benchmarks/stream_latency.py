@@ -9,10 +9,10 @@ SQL stage that asks a ticket for every tweet):
    are those of a running job, not of its start-up;
 3. replay ``--rate`` tweets/s for ``--steady-warmup`` seconds, not measured: the Spark JVM keeps
    JIT-compiling Catalyst's planning code and each batch's generated classes for minutes (on two
-   cores, ~450 compilations/s in the first minute, ~70/s after four), and a paced batch took
-   3.6 s in the first minute of a run and 1.7-1.8 s after three; a stream job runs for days, so the
+   cores, ~470-720 compilations/s in the first minute, ~70/s after four), and a paced batch took
+   3.9 s at the start of a run and 1.6-1.9 s after three minutes; a stream job runs for days, so the
    figures are those of a warm JVM, and the per-window p50s below show the trend;
-4. replay ``--rate`` tweets/s for ``--duration`` seconds (token bucket, fresh tweet ids, texts
+4. replay ``--rate`` tweets/s for ``--duration`` seconds (tweet i sent at start + i/rate, fresh tweet ids, texts
    from the bundled sample or ``--texts`` CSV) and measure, per tweet,
    * produce -> outbox: the ``replies.outbox`` record's timestamp minus the ``tweets.raw``
      record's timestamp (both CreateTime, stamped by the producers: librdkafka at produce time,
