@@ -528,28 +528,19 @@ def _parse_iso(ts: str) -> _dt.datetime:
     return _dt.datetime.fromisoformat(ts)
 
 
-def _source_offsets(source: Any, name: str) -> Any:
-    """A source's ``startOffset``/``endOffset``/``latestOffset`` as the JVM reported it.
-
-    An event built from JSON (:class:`JsonProgressListener`) keeps the JVM's parsed offsets in the
-    source's ``_jdict``; PySpark's ``fromJson`` turns its copy of them into ``str(dict)``, Python's
-    repr, which is not JSON. The stock bridge gives the JVM's JSON text.
-    """
-    raw = getattr(source, "_jdict", None)
-    if isinstance(raw, dict) and name in raw:
-        return raw[name]
-    return getattr(source, name)
-
-
 def _offsets_total(offsets: Any) -> int | None:
-    """Records up to a Kafka source's offsets (JSON text or parsed: topic -> partition -> offset); None for other sources."""
+    """Records up to a Kafka source's offsets (topic -> partition -> offset); None for other sources.
+
+    The offsets come as JSON text (PySpark's stock listener bridge), as Python's repr of the parsed
+    JSON (``SourceProgress.fromJson``, i.e. events from :class:`JsonProgressListener`), or parsed.
+    """
     if not offsets:
         return None
     if isinstance(offsets, str):
         try:
             data = json.loads(offsets)
         except ValueError:
-            # Python's repr of the parsed offsets (what fromJson leaves in the attribute).
+            # Python's repr of the parsed offsets: fromJson stores str(dict).
             try:
                 data = ast.literal_eval(offsets)
             except (ValueError, SyntaxError):
@@ -698,9 +689,7 @@ class ProgressLogger(JsonProgressListener):
             latency_newest = round((end - newest).total_seconds(), 3)
         lag = None
         if p.sources:
-            source = p.sources[0]
-            latest = _offsets_total(_source_offsets(source, "latestOffset"))
-            done = _offsets_total(_source_offsets(source, "endOffset"))
+            latest, done = _offsets_total(p.sources[0].latestOffset), _offsets_total(p.sources[0].endOffset)
             if latest is not None and done is not None:
                 lag = max(0, latest - done)
         return {

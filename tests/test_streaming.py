@@ -303,7 +303,7 @@ def test_progress_logger_reports_latency_and_lag(parsed):
         "latency_oldest_s": 2.5, "latency_newest_s": 0.5, "lag": 110,
     }
     if parsed:
-        # Without the source's own dict, the attribute alone (Python's repr of the offsets) still reads.
+        # What the summary read: fromJson's repr of the offsets, not JSON.
         source = progress.sources[0]
         assert source.endOffset.startswith("{'t'") and _offsets_total(source.endOffset) == 300
 
