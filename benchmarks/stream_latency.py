@@ -86,6 +86,9 @@ class VariantResult:
     steps: dict[str, float] = field(default_factory=dict)
     batches: int = 0
     batch_rows: float = 0.0
+    #: Kafka source scans, and shuffles read twice (ReusedExchange), in the plan of the last paced batch.
+    scans: int | None = None
+    reused_shuffles: int | None = None
 
 
 def _progress_collector(query_name: str) -> Any:
@@ -277,6 +280,9 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
             result.batch_rows = float(np.median([b[1] for b in paced]))
             result.breakdown = _medians([b[2] for b in paced])
             result.steps = _medians([t for batch_id, _, t in list(job.recent_timings) if batch_id in ids])
+        plan = job.query._jsq.explainInternal(False) if job.query is not None else ""
+        if "MicroBatchScan" in plan:
+            result.scans, result.reused_shuffles = plan.count("MicroBatchScan"), plan.count("ReusedExchange")
         if args.backlog:
             log.info("[%s] draining a backlog of %d tweets", name, args.backlog)
             before = job.stats.parquet_rows
@@ -330,6 +336,8 @@ def report(results: list[VariantResult], args: argparse.Namespace) -> str:
         if r.breakdown:
             lines.append(f"  per paced batch (median of {r.batches}, {r.batch_rows:.0f} rows), Spark durationMs: "
                          + ", ".join(f"{k} {v:.0f}" for k, v in r.breakdown.items()))
+        if r.scans is not None:
+            lines.append(f"  plan of a batch: the source scanned {r.scans} time(s), {r.reused_shuffles} shuffle(s) read twice")
         if r.steps:
             lines.append("  foreachBatch steps done at (s since the batch began, median): "
                          + ", ".join(f"{k} {v:.2f}" for k, v in r.steps.items()))

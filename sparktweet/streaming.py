@@ -7,9 +7,10 @@ One Structured Streaming query does everything::
          canonical record (records.to_canonical) plus the Kafka metadata and the original bytes
       -> the PipelineModel, on the streaming DataFrame (rows that failed parsing carry their
          error and a null text, so the stages skip them cheaply)
-      -> mark_first_records (``stream.dedup``): Spark's streaming deduplication on tweet_id
-         (JVM state in the checkpoint, ``stream.dedup.ttl_s`` of Kafka time) adds a marker row
-         for each first record of a tweet_id
+      -> mark_first_records (``stream.dedup``): one shuffle of the scored rows by tweet_id, read
+         twice: once as the records, once by Spark's streaming deduplication on tweet_id (JVM
+         state in the checkpoint, ``stream.dedup.ttl_s`` of Kafka time), which adds a marker row
+         for each first record of a tweet_id (so the source is read, parsed and scored once)
       -> foreachBatch: persist the batch once, flag records without a marker as duplicates
          (resolve_duplicates), then write
          (a) Parquet under ``output``, partitioned by ``date``: every parsed tweet, with the
@@ -46,7 +47,9 @@ Spark's default parallelism, i.e. the cores; 0 keeps the source's partitions), `
 ``dedup.state_partitions`` (1) for a new checkpoint; an existing checkpoint keeps the number it was
 created with (Spark records it). Each state partition is a task and a state store commit per
 micro-batch, and one key per tweet is little work, so one partition is the cheap default; raise it
-for rates a single task cannot keep up with.
+for rates a single task cannot keep up with. It is also the partitions of the shuffled records,
+i.e. the tasks that fill each micro-batch's cache and write its sinks (the model's tasks come before
+the shuffle).
 
 Examples
 --------
@@ -99,6 +102,7 @@ OUTBOX_FIELDS = [
 ]
 STAGE_PARSE, STAGE_DEDUP, STAGE_SCORE = "parse", "dedup", "score"
 _PARSE_ERROR, _STAGE, _VALUE, _ROLE = "_parse_error", "_stage", "_value", "_role"
+_DEDUP_KEY = "_dedup_key"
 # JSON types (as schema_of_variant names them) accepted for each canonical field. Ids may be
 # JSON integers (kafka_io.encode_tweet writes strings, other producers may not).
 _INTEGER_TYPES = ("BIGINT", "INT", "SMALLINT", "TINYINT")
@@ -232,29 +236,55 @@ def parse_records(kafka_df: DataFrame, max_text_chars: int = DEFAULTS["max_text_
 # --- duplicates -------------------------------------------------------------------------------
 
 
-def mark_first_records(scored: DataFrame, parsed: DataFrame, ttl_s: float) -> DataFrame:
+def mark_first_records(scored: DataFrame, ttl_s: float) -> DataFrame:
     """Add, for each tweet_id seen for the first time, a marker row naming its Kafka position.
 
-    ``scored`` (every record, ``_role`` "record") is unioned with marker rows (``_role`` "first",
-    only ``tweet_id``, ``kafka_partition`` and ``kafka_offset`` set) computed from the valid rows
-    of ``parsed`` by Spark's own streaming deduplication, ``dropDuplicatesWithinWatermark`` on
-    tweet_id: keyed state in the JVM, kept for ``ttl_s`` of Kafka time and versioned per batch in
-    the checkpoint, so a replayed batch marks the same records. :func:`resolve_duplicates` turns
-    the markers into flags inside foreachBatch. (A pandas ``applyInPandasWithState`` version cost
-    a Python call per tweet_id, ~15 ms per tweet per batch on a loaded laptop.)
+    ``scored`` (every record, ``_role`` "record") is unioned with marker rows (``_role`` "first")
+    found by Spark's own streaming deduplication, ``dropDuplicatesWithinWatermark`` on tweet_id:
+    keyed state in the JVM, kept for ``ttl_s`` of Kafka time and versioned per batch in the
+    checkpoint, so a replayed batch marks the same records. :func:`resolve_duplicates` turns the
+    markers into flags inside foreachBatch, and :func:`slim_markers` drops the markers' other
+    columns before a batch is cached. (A pandas ``applyInPandasWithState`` version cost a Python
+    call per tweet_id, ~15 ms per tweet per batch on a loaded laptop.)
+
+    Both branches read one shuffle of the scored rows by the deduplication key (the state's
+    partitioning, ``spark.sql.shuffle.partitions`` of the checkpoint), which Spark plans once and
+    reuses (``ReusedExchange``): the source is read, parsed and scored once per batch. For that
+    the deduplication runs on whole rows (it keeps only the key and an expiry time as state) and
+    on every record: a record that failed parsing has a key of its own (``~`` and its Kafka
+    position, which no tweet_id matches) and its marker has a null ``_role``. A narrower marker
+    branch would make the optimizer prune its columns below the shuffle, and the two shuffles would
+    differ. Records older than the state's window (Kafka time) get no marker.
     """
-    firsts = (
-        parsed.where(F.col(_PARSE_ERROR).isNull())
-        .select("tweet_id", "kafka_partition", "kafka_offset", "kafka_timestamp")
+    key = F.when(F.col(_PARSE_ERROR).isNull(), F.col("tweet_id")).otherwise(F.concat(F.lit("~"), _position().cast("string")))
+    shared = (
+        scored.withColumn(_DEDUP_KEY, key)
         .withWatermark("kafka_timestamp", f"{max(int(ttl_s), 1)} seconds")
-        .dropDuplicatesWithinWatermark(["tweet_id"])
+        .repartition(_DEDUP_KEY)
     )
-    kept = {"tweet_id", "kafka_partition", "kafka_offset"}
-    markers = firsts.select(
-        *[F.col(f.name) if f.name in kept else F.lit(None).cast(f.dataType).alias(f.name) for f in scored.schema.fields],
-        F.lit("first").alias(_ROLE),
+    # Every column is aliased above the shuffle, in both branches: the union's output then comes from
+    # these aliases, and the optimizer's alias removal (which spares only the first branch's output)
+    # treats the two copies of the shared plan alike. The cast keeps the watermark's metadata off the
+    # records (and so off the Parquet schema).
+    columns = [(F.col(c).cast("timestamp") if c == "kafka_timestamp" else F.col(c)).alias(c) for c in scored.columns]
+    records = shared.select(*columns, F.lit("record").alias(_ROLE))
+    firsts = shared.dropDuplicatesWithinWatermark([_DEDUP_KEY]).select(
+        *columns, F.when(F.col(_PARSE_ERROR).isNull(), F.lit("first")).alias(_ROLE)
     )
-    return scored.withColumn(_ROLE, F.lit("record")).unionByName(markers)
+    return records.unionByName(firsts)
+
+
+def slim_markers(batch: DataFrame) -> DataFrame:
+    """A micro-batch of :func:`mark_first_records` rows with only what :func:`resolve_duplicates`
+    and :func:`summarise_batch` read of a marker (its tweet_id and Kafka position); the markers of
+    records that failed parsing are dropped. Without ``_role`` the batch is returned as it is."""
+    if _ROLE not in batch.columns:
+        return batch
+    kept = {_ROLE, "tweet_id", "kafka_partition", "kafka_offset"}
+    record = F.col(_ROLE) == "record"
+    return batch.where(F.col(_ROLE).isNotNull()).select(
+        *[F.col(c) if c in kept else F.when(record, F.col(c)).alias(c) for c in batch.columns]
+    )
 
 
 def _position() -> Column:
@@ -767,14 +797,13 @@ class StreamJob:
         if partitions:
             # The fused pipeline is one pandas UDF, i.e. one Python worker per running task, each
             # holding every model: more tasks than cores only means more workers to start and keep
-            # warm, and smaller Arrow batches. Coalesced before parsing, so the duplicate check's
-            # branch reads the source in as few tasks.
+            # warm, and smaller Arrow batches.
             kafka_df = kafka_df.coalesce(partitions)
         parsed = parse_records(kafka_df, self.options.max_text_chars)
         observed = observe_input(parsed)
         scored = score_stream(self.model, observed)
         if self.options.dedup:
-            scored = mark_first_records(scored, parsed, self.options.dedup_ttl_s)
+            scored = mark_first_records(scored, self.options.dedup_ttl_s)
         return scored
 
     def _kafka_write(self, df: DataFrame, topic: str) -> None:
@@ -800,7 +829,7 @@ class StreamJob:
         began = time.monotonic()
         timings: dict[str, float] = {}
         # Computed once (Kafka read, model, dedup state) by the summary job; every sink reads the cache.
-        raw = batch.persist()
+        raw = slim_markers(batch).persist()
         timings["persist"] = time.monotonic() - began
         try:
             counts = summarise_batch(raw)

@@ -54,6 +54,7 @@ from sparktweet.streaming import (
     resolve_duplicates,
     run_stream,
     score_stream,
+    slim_markers,
     summarise_batch,
 )
 
@@ -166,23 +167,31 @@ def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path):
     stream = (spark.readStream.schema(KAFKA_SCHEMA).option("maxFilesPerTrigger", 1).option("recursiveFileLookup", "true")
               .parquet(str(source)))
     parsed = parse_records(stream)
-    marked = mark_first_records(score_stream(None, parsed), parsed, ttl_s=600)
+    marked = mark_first_records(score_stream(None, parsed), ttl_s=600)
     seen: list = []
     by_position: list = []
     summaries: list = []
+    running: list = []
+    plans: list = []
 
     def collect(batch, batch_id):
         batch.persist()
         seen.extend(resolve_duplicates(batch).select("kafka_offset", "error", "_stage").collect())
-        # The stream job's path: one summary job finds the duplicates, which are then flagged by position.
-        summary = summarise_batch(batch)
-        by_position.extend(resolve_duplicates(batch, summary["duplicate_positions"]).select("kafka_offset", "error", "_stage").collect())
+        # The stream job's path: the markers slimmed, one summary job finds the duplicates, which are
+        # then flagged by position.
+        slim = slim_markers(batch).persist()
+        summary = summarise_batch(slim)
+        by_position.extend(resolve_duplicates(slim, summary["duplicate_positions"]).select("kafka_offset", "error", "_stage").collect())
         summaries.append({k: v for k, v in summary.items() if k != "duplicate_positions"})
+        slim.unpersist()
         batch.unpersist()
+        if running:
+            plans.append(running[0]._jsq.explainInternal(False))
 
     offset = 0
     _kafka_frame(spark, batches[0]).coalesce(1).write.parquet(str(source / "0"))
     query = marked.writeStream.foreachBatch(collect).option("checkpointLocation", str(tmp_path / "checkpoint")).start()
+    running.append(query)
     try:
         query.processAllAvailable()
         offset += len(batches[0])
@@ -211,6 +220,9 @@ def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path):
         {"rows": 3, "parse_errors": 0, "duplicates": 1, "errors": 0, "tickets": 0},
         {"rows": 4, "parse_errors": 2, "duplicates": 1, "errors": 2, "tickets": 0},
     ]
+    # The records and the deduplication read one shuffle of the source: it is scanned (and parsed) once.
+    plan = next(p for p in plans if "FileScan" in p)
+    assert plan.count("FileScan") == 1 and "ReusedExchange" in plan, plan
 
 
 class _FakeStages(Transformer):
