@@ -492,6 +492,7 @@ def test_bad_records_are_dead_lettered_and_good_ones_scored(spark, kafka_broker,
 
     scored = spark.read.parquet(output)
     assert scored.count() == 200
+    assert scored.schema["kafka_timestamp"].metadata == {}  # the duplicate check's watermark stays out of the files
     assert {r.tweet_id for r in scored.select("tweet_id").collect()} == {g["tweet_id"] for g in good}
     assert scored.where(F.col("error").isNotNull()).count() == 0
     assert scored.where(F.col("sentiment").isNull() | F.col("ticket_id").isNull() & F.col("needs_ticket")).count() == 0
@@ -503,6 +504,9 @@ def test_bad_records_are_dead_lettered_and_good_ones_scored(spark, kafka_broker,
     last = job.listener.last
     assert last["rows"] > 0 and last["lag"] == 0, last
     assert 0 <= last["latency_newest_s"] <= last["latency_oldest_s"] < 900, last
+    # A batch reads the Kafka source once: the duplicate check reads the records' shuffle again.
+    plan = job.query._jsq.explainInternal(False)
+    assert plan.count("MicroBatchScan") == 1 and plan.count("ReusedExchange") == 1, plan
 
 
 @pytest.mark.kafka
