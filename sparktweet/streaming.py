@@ -247,9 +247,11 @@ def mark_first_records(scored: DataFrame, ttl_s: float) -> DataFrame:
     columns before a batch is cached. (A pandas ``applyInPandasWithState`` version cost a Python
     call per tweet_id, ~15 ms per tweet per batch on a loaded laptop.)
 
-    Both branches read one shuffle of the scored rows by the deduplication key (the state's
-    partitioning, ``spark.sql.shuffle.partitions`` of the checkpoint), which Spark plans once and
-    reuses (``ReusedExchange``): the source is read, parsed and scored once per batch. For that
+    Both branches read one shuffle of the scored rows by the deduplication key, which Spark plans
+    once and reuses (``ReusedExchange``): the source is read, parsed and scored once per batch. The
+    shuffle has ``spark.sql.shuffle.partitions`` of the query's session (:class:`StreamJob` sets it
+    to ``stream.dedup.state_partitions``); when that differs from the state's partitions recorded in
+    an existing checkpoint, Spark adds a second shuffle for the state, which is correct but slower. For that
     the deduplication runs on whole rows (it keeps only the key and an expiry time as state) and
     on every record: a record that failed parsing has a key of its own (``~`` and its Kafka
     position, which no tweet_id matches) and its marker has a null ``_role``. A narrower marker
