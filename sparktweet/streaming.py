@@ -248,15 +248,16 @@ def mark_first_records(scored: DataFrame, ttl_s: float) -> DataFrame:
     call per tweet_id, ~15 ms per tweet per batch on a loaded laptop.)
 
     Both branches read one shuffle of the scored rows by the deduplication key, which Spark plans
-    once and reuses (``ReusedExchange``): the source is read, parsed and scored once per batch. The
-    shuffle has ``spark.sql.shuffle.partitions`` of the query's session (:class:`StreamJob` sets it
-    to ``stream.dedup.state_partitions``); when that differs from the state's partitions recorded in
-    an existing checkpoint, Spark adds a second shuffle for the state, which is correct but slower. For that
-    the deduplication runs on whole rows (it keeps only the key and an expiry time as state) and
+    once and reuses (``ReusedExchange``): the source is read, parsed and scored once per batch. For
+    that the deduplication runs on whole rows (it keeps only the key and an expiry time as state) and
     on every record: a record that failed parsing has a key of its own (``~`` and its Kafka
     position, which no tweet_id matches) and its marker has a null ``_role``. A narrower marker
     branch would make the optimizer prune its columns below the shuffle, and the two shuffles would
     differ. Records older than the state's window (Kafka time) get no marker.
+
+    The shuffle has ``spark.sql.shuffle.partitions`` of the query's session (:class:`StreamJob` sets
+    it to ``stream.dedup.state_partitions``); when that differs from the state's partitions recorded
+    in an existing checkpoint, Spark adds a second shuffle for the state, which is correct but slower.
     """
     key = F.when(F.col(_PARSE_ERROR).isNull(), F.col("tweet_id")).otherwise(F.concat(F.lit("~"), _position().cast("string")))
     shared = (
