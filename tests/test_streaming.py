@@ -26,6 +26,7 @@ import pytest
 from chispa import assert_df_equality
 from fake_x_stream import wait_for
 from pyspark.ml import PipelineModel, Transformer
+from pyspark.sql import Observation
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.listener import StreamingQueryProgress
 
@@ -45,16 +46,19 @@ from sparktweet.streaming import (
     StreamOptions,
     _apply_trigger,
     _offsets_total,
+    accepted_records,
+    batch_metrics,
+    batch_summary,
     deadletter_records,
     mark_first_records,
     observe_input,
     outbox_records,
     parse_records,
+    rejected_records,
     require_topics,
-    resolve_duplicates,
     run_stream,
     score_stream,
-    slim_markers,
+    slim_batch,
     summarise_batch,
 )
 
@@ -167,24 +171,27 @@ def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path):
     stream = (spark.readStream.schema(KAFKA_SCHEMA).option("maxFilesPerTrigger", 1).option("recursiveFileLookup", "true")
               .parquet(str(source)))
     parsed = parse_records(stream)
-    marked = mark_first_records(score_stream(None, parsed), ttl_s=600)
-    seen: list = []
-    by_position: list = []
+    # Every valid tweet needs a ticket, and tweet 13 fails scoring (_FakeStages).
+    marked = mark_first_records(score_stream(PipelineModel([_FakeStages()]), parsed), ttl_s=600)
+    outbox: list = []
+    accepted: list = []
+    rejected: list = []
     summaries: list = []
     running: list = []
     plans: list = []
 
     def collect(batch, batch_id):
-        batch.persist()
-        seen.extend(resolve_duplicates(batch).select("kafka_offset", "error", "_stage").collect())
-        # The stream job's path: the markers slimmed, one summary job finds the duplicates, which are
-        # then flagged by position.
-        slim = slim_markers(batch).persist()
-        summary = summarise_batch(slim)
-        by_position.extend(resolve_duplicates(slim, summary["duplicate_positions"]).select("kafka_offset", "error", "_stage").collect())
+        # The stream job's path: the batch slimmed and cached, its counts observed on the first job
+        # that reads it, the duplicates found from them, then the accepted and the rejected records.
+        slim = slim_batch(batch).persist()
+        observation = Observation()
+        outbox.extend(r.key for r in outbox_records(accepted_records(slim.observe(observation, *batch_metrics(slim)))).collect())
+        summary = batch_summary(slim, observation.get)
+        accepted.extend(accepted_records(slim).select("kafka_offset", "text", "error").collect())
+        rejected.extend(rejected_records(slim, summary["duplicate_positions"]).select("kafka_offset", "error", "_stage").collect())
         summaries.append({k: v for k, v in summary.items() if k != "duplicate_positions"})
+        assert summarise_batch(slim) == summary  # the same figures from a job of its own
         slim.unpersist()
-        batch.unpersist()
         if running:
             plans.append(running[0]._jsq.explainInternal(False))
 
@@ -200,25 +207,20 @@ def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path):
     finally:
         query.stop()
     dup = "duplicate tweet_id 11: a record with this id was already accepted (or this one is older than the duplicate-check window)"
+    got = spark.createDataFrame(accepted, "kafka_offset long, text string, error string").orderBy("kafka_offset")
+    expected = [(0, "first", None), (1, "other", None), (6, "new", "model failed")]
+    assert_df_equality(got, spark.createDataFrame(expected, "kafka_offset long, text string, error string"), ignore_nullable=True)
+    assert sorted(outbox) == ["11", "12"]  # accepted, scored and in need of a ticket; not the resent 11
     expected = spark.createDataFrame(
-        [
-            (0, None, None),
-            (1, None, None),
-            (2, dup, "dedup"),
-            (3, dup, "dedup"),
-            (4, "value is not valid JSON", "parse"),
-            (5, "value is not valid JSON", "parse"),
-            (6, None, None),
-        ],
+        [(2, dup, "dedup"), (3, dup, "dedup"), (4, "value is not valid JSON", "parse"), (5, "value is not valid JSON", "parse"),
+         (6, "model failed", None)],  # deadletter_records gives a null stage "score"
         "kafka_offset long, error string, _stage string",
     )
-    got = spark.createDataFrame(seen, "kafka_offset long, error string, _stage string").orderBy("kafka_offset")
-    assert_df_equality(got, expected, ignore_nullable=True)
-    got = spark.createDataFrame(by_position, "kafka_offset long, error string, _stage string").orderBy("kafka_offset")
+    got = spark.createDataFrame(rejected, "kafka_offset long, error string, _stage string").orderBy("kafka_offset")
     assert_df_equality(got, expected, ignore_nullable=True)
     assert [s for s in summaries if s["rows"]] == [
-        {"rows": 3, "parse_errors": 0, "duplicates": 1, "errors": 0, "tickets": 0},
-        {"rows": 4, "parse_errors": 2, "duplicates": 1, "errors": 2, "tickets": 0},
+        {"rows": 3, "parse_errors": 0, "duplicates": 1, "errors": 0, "tickets": 2, "accepted": 2},
+        {"rows": 4, "parse_errors": 2, "duplicates": 1, "errors": 3, "tickets": 0, "accepted": 1},
     ]
     # The records and the deduplication read one shuffle of the source: it is scanned (and parsed) once.
     plan = next(p for p in plans if "FileScan" in p)
