@@ -230,10 +230,8 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argparse.Namespace, texts: list[str],
-                workdir: str) -> VariantResult:
-    from sparktweet.streaming import StreamJob, StreamOptions
-
+def _variant_topics(base_config: dict, args: argparse.Namespace) -> tuple[str, dict]:
+    """A tag and a config with topics of the variant's own (created), on the benchmark's broker."""
     tag = uuid.uuid4().hex[:8]
     config = load_config(overrides=[
         f"kafka.bootstrap_servers={base_config['kafka']['bootstrap_servers']}",
@@ -241,6 +239,14 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
         f"kafka.topic_settings.raw.partitions={args.kafka_partitions}",
     ])
     kafka_io.ensure_topics(config)
+    return tag, config
+
+
+def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argparse.Namespace, texts: list[str],
+                workdir: str) -> VariantResult:
+    from sparktweet.streaming import StreamJob, StreamOptions
+
+    _, config = _variant_topics(base_config, args)
     output = os.path.join(workdir, name, "tweets")
     options = StreamOptions.from_config(
         config, trigger=args.trigger, max_offsets_per_trigger=args.max_offsets_per_trigger, partitions=args.partitions,
@@ -310,6 +316,84 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
     return result
 
 
+#: Reference variants: the least a Spark micro-batch costs here, without the stream job.
+FLOOR_VARIANTS = {
+    "spark-kafka": "Kafka source -> Kafka sink, records copied as they are (no parse, model, state, cache or Parquet)",
+    "spark-foreachbatch": "Kafka source -> foreachBatch -> one Kafka write of the batch (the job's sink pattern, nothing else)",
+}
+
+
+def run_floor_variant(spark: Any, base_config: dict, name: str, args: argparse.Namespace, texts: list[str],
+                      workdir: str) -> VariantResult:
+    """The same replay through a query that only copies ``tweets.raw`` to ``replies.outbox``.
+
+    Nothing of the stream job runs: no parsing, model, duplicate state, cache or Parquet. Its
+    produce -> outbox latency is the least a micro-batch takes on this machine with these settings
+    (trigger, broker, Kafka source and writer), i.e. what the job's own work adds to.
+    """
+    tag, config = _variant_topics(base_config, args)
+    bootstrap = config["kafka"]["bootstrap_servers"]
+    outbox_topic = kafka_io.topic_name(config, "outbox")
+    query_name = f"floor_{tag}"
+    source = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
+              .option("subscribe", kafka_io.topic_name(config, "raw")).option("startingOffsets", "earliest")
+              .option("maxOffsetsPerTrigger", str(args.max_offsets_per_trigger)).load().selectExpr("key", "value"))
+    sink = {"kafka.bootstrap.servers": bootstrap, "topic": outbox_topic, "kafka.linger.ms": "5"}
+    if name == "spark-kafka":
+        writer = source.writeStream.format("kafka").options(**sink)
+    else:
+        writer = source.writeStream.foreachBatch(lambda df, _: df.write.format("kafka").options(**sink).save())
+    collector = _progress_collector(query_name)
+    spark.streams.addListener(collector)
+    query = (writer.queryName(query_name).option("checkpointLocation", os.path.join(workdir, name, "checkpoint"))
+             .trigger(processingTime=args.trigger).start())
+
+    def copied() -> int:
+        if query.exception() is not None:
+            raise RuntimeError(f"[{name}] query failed: {query.exception()}")
+        return sum(b[1] for b in collector.batches)
+
+    tweets = Tweets(texts)
+    result = VariantResult(name)
+    try:
+        for round_ in range(1, args.warmup_rounds + 1):
+            _produce(config, tweets, args.warmup, None)
+            _wait(lambda n=round_ * args.warmup: copied() >= n, args.timeout, "the warm-up tweets")
+        if args.steady_warmup:
+            log.info("[%s] JIT warm-up: replaying %.0f tweets/s for %.0fs, not measured", name, args.rate, args.steady_warmup)
+            before = copied()
+            warm, _ = _produce(config, tweets, int(args.rate * args.steady_warmup), args.rate)
+            _wait(lambda: copied() >= before + len(warm), args.timeout, "the warm-up replay")
+        log.info("[%s] replaying %.0f tweets/s for %.0fs", name, args.rate, args.duration)
+        first_batch, before = len(collector.batches), copied()
+        keys, seconds = _produce(config, tweets, int(args.rate * args.duration), args.rate)
+        result.sent, result.input_rate = len(keys), len(keys) / seconds
+        _wait(lambda: copied() >= before + len(keys), args.timeout, "the measured tweets")
+        paced = [b for b in collector.batches[first_batch:] if b[1] > 0]
+        if paced:
+            result.batches, result.batch_rows = len(paced), float(np.median([b[1] for b in paced]))
+            result.breakdown = _medians([b[2] for b in paced])
+        if args.backlog:
+            log.info("[%s] draining a backlog of %d tweets", name, args.backlog)
+            before, began = copied(), time.monotonic()
+            _produce(config, tweets, args.backlog, None)
+            _wait(lambda: copied() >= before + args.backlog, args.timeout, "the backlog")
+            result.backlog_seconds = time.monotonic() - began
+            result.sustained_rate = args.backlog / result.backlog_seconds
+    finally:
+        query.stop()
+        spark.streams.removeListener(collector)
+    produced, outbox = _timestamps(config, "raw"), _timestamps(config, "outbox")
+    start = min((produced[k] for k in keys if k in produced), default=0.0)
+    for key in keys:
+        if key in outbox:
+            result.outbox_latency.append(outbox[key] - produced[key])
+            result.outbox_windows.setdefault(int((produced[key] - start) // args.window), []).append(outbox[key] - produced[key])
+        else:
+            result.missing += 1
+    return result
+
+
 def _stats(values: list[float]) -> str:
     if not values:
         return "no records"
@@ -325,9 +409,11 @@ def report(results: list[VariantResult], args: argparse.Namespace) -> str:
              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")]
     for r in results:
         lines += [
-            f"[{r.name}] sent {r.sent} tweets at {r.input_rate:.0f}/s, {r.missing} not in Parquet",
+            f"[{r.name}] sent {r.sent} tweets at {r.input_rate:.0f}/s, {r.missing} not in "
+            + ("the outbox topic" if r.name in FLOOR_VARIANTS else "Parquet"),
+            *([f"  ({FLOOR_VARIANTS[r.name]})"] if r.name in FLOOR_VARIANTS else []),
             f"  produce -> outbox:  {_stats(r.outbox_latency)}",
-            f"  produce -> Parquet: {_stats(r.parquet_latency)}",
+            *([] if r.name in FLOOR_VARIANTS else [f"  produce -> Parquet: {_stats(r.parquet_latency)}"]),
             f"  produce -> outbox p50 per {args.window:.0f}s of the replay: "
             + ", ".join(f"{np.percentile(v, 50):.2f}" for _, v in sorted(r.outbox_windows.items()) if len(v) >= 10),
             "  sustained rate:     " + (f"{r.sustained_rate:.0f} tweets/s ({args.backlog} tweets drained in {r.backlog_seconds:.1f}s)"
@@ -349,13 +435,16 @@ def report(results: list[VariantResult], args: argparse.Namespace) -> str:
                      f"p99 {p99:.3f} s <= {FLOORS['p99']} s {verdict(p99 <= FLOORS['p99'])}"
                      + (f", sustained {model_result.sustained_rate:.0f} >= {FLOORS['sustained']:.0f} tweets/s "
                         f"{verdict(model_result.sustained_rate >= FLOORS['sustained'])}" if model_result.sustained_rate else ""))
-    if len(results) == 2 and all(r.outbox_latency for r in results) and all(r.sustained_rate for r in results):
-        model, bare = results
-        lines.append(
-            f"model / no model: p50 x{np.percentile(model.outbox_latency, 50) / np.percentile(bare.outbox_latency, 50):.1f}, "
-            f"p99 x{np.percentile(model.outbox_latency, 99) / np.percentile(bare.outbox_latency, 99):.1f}, "
-            f"sustained rate x{model.sustained_rate / bare.sustained_rate:.2f}"
-        )
+    by_name = {r.name: r for r in results if r.outbox_latency}
+    for a, b in [("model", "no-model"), ("model", "spark-foreachbatch"), ("no-model", "spark-foreachbatch"),
+                 ("spark-foreachbatch", "spark-kafka")]:
+        if a in by_name and b in by_name:
+            ra, rb = by_name[a], by_name[b]
+            ratio = (f"{a} / {b}: p50 x{np.percentile(ra.outbox_latency, 50) / np.percentile(rb.outbox_latency, 50):.1f}, "
+                     f"p99 x{np.percentile(ra.outbox_latency, 99) / np.percentile(rb.outbox_latency, 99):.1f}")
+            if ra.sustained_rate and rb.sustained_rate:
+                ratio += f", sustained rate x{ra.sustained_rate / rb.sustained_rate:.2f}"
+            lines.append(ratio)
     return "\n".join(lines)
 
 
@@ -373,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="tweets for the sustained-rate measurement (0: skip); at least a few seconds' worth of the "
                              "rate to measure, or the job's fixed latency dominates")
     parser.add_argument("--model", default=os.path.join(ROOT, "models", "default"), help="saved model folder")
-    parser.add_argument("--variants", default="model,no-model", help="comma-separated: model, no-model")
+    parser.add_argument("--variants", default="model,no-model",
+                        help="comma-separated: model, no-model, and the reference queries " + ", ".join(FLOOR_VARIANTS))
     parser.add_argument("--trigger", default="100 milliseconds", help="micro-batch trigger")
     parser.add_argument("--max-offsets-per-trigger", type=int, default=20000,
                         help="micro-batch size cap: the sustained rate cannot exceed it divided by a batch's duration")
@@ -414,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
         texts = _texts(args.texts)
         results = []
         for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
+            if variant in FLOOR_VARIANTS:
+                results.append(run_floor_variant(spark, config, variant, args, texts, workdir))
+                continue
             model = load_model(args.model) if variant == "model" else passthrough_model()
             results.append(run_variant(spark, config, variant, model, args, texts, workdir))
         print(report(results, args))
