@@ -932,10 +932,10 @@ class StreamJob:
         conf = self.spark.conf
         if _local_path(self.checkpoint) and conf.get(_CHECKPOINT_MANAGER, None) is None:
             # Spark's default manager writes through Hadoop's FileContext, which on the local file system
-            # starts a chmod process for every file it creates and a stat process for every rename (without
-            # Hadoop's native library): the offset log, the commit log and the state store's delta file cost
-            # 50-120 ms each per micro-batch. The FileSystem-based manager does the same with plain calls
-            # (17, 16 and 6 ms); a local rename is atomic, which is what the checkpoint needs.
+            # (without Hadoop's native library) starts helper processes (chmod, stat) for its creates and
+            # renames: the offset log, the commit log and the state store's delta file cost 40-120 ms each
+            # per micro-batch. Through the FileSystem-based manager they cost about 10 ms each (measured by
+            # benchmarks/stream_latency.py); a local rename is atomic, which is what the checkpoint needs.
             settings[_CHECKPOINT_MANAGER] = _FS_CHECKPOINT_MANAGER
         # Kafka batch writes through DataSource V2: process_batch counts a batch with metrics observed on
         # its outbox write, and only a V2 write reports them (the V1 path, Spark's default for "kafka",
