@@ -440,11 +440,7 @@ def score_stream(model: Transformer | None, parsed: DataFrame) -> DataFrame:
 
 def outbox_records(scored: DataFrame) -> DataFrame:
     """``key``/``value`` rows for ``replies.outbox``: scored tweets that need a ticket."""
-    wanted = (
-        F.col("error").isNull() & F.col(_PARSE_ERROR).isNull() & F.coalesce(F.col("needs_ticket"), F.lit(False))
-        & F.col("ticket_id").isNotNull()
-    )
-    return scored.where(wanted).select(
+    return scored.where(F.col(_PARSE_ERROR).isNull() & _wants_ticket()).select(
         F.col("tweet_id").alias("key"), F.to_json(F.struct(*[F.col(c) for c in OUTBOX_FIELDS])).alias("value")
     )
 
