@@ -242,6 +242,55 @@ def _variant_topics(base_config: dict, args: argparse.Namespace) -> tuple[str, d
     return tag, config
 
 
+def _replay(name: str, config: dict, args: argparse.Namespace, texts: list[str], done: Any, collector: Any,
+            result: VariantResult) -> tuple[list[bytes], list[tuple[int, int, dict[str, float]]]]:
+    """The phases every variant goes through: warm-up rounds, the unmeasured paced replay, the measured
+    paced replay and the backlog. ``done()`` counts the tweets the query has finished with. Fills
+    ``result``'s rates and batch medians; returns the measured tweets' keys and their paced batches."""
+    tweets = Tweets(texts)
+    # Several rounds: Python workers are handed out from one idle pool, so a worker that ran
+    # another UDF in the first batch may get the model stages in the next one and load them
+    # then (seconds); after a few batches every worker has them loaded.
+    for round_ in range(1, args.warmup_rounds + 1):
+        log.info("[%s] warming up with %d tweets (round %d of %d)", name, args.warmup, round_, args.warmup_rounds)
+        before = done()
+        _produce(config, tweets, args.warmup, None)
+        _wait(lambda n=before + args.warmup: done() >= n, args.timeout, "the warm-up tweets")
+    if args.steady_warmup:
+        log.info("[%s] JIT warm-up: replaying %.0f tweets/s for %.0fs, not measured", name, args.rate, args.steady_warmup)
+        before = done()
+        warm, _ = _produce(config, tweets, int(args.rate * args.steady_warmup), args.rate)
+        _wait(lambda: done() >= before + len(warm), args.timeout, "the warm-up replay")
+    log.info("[%s] replaying %.0f tweets/s for %.0fs", name, args.rate, args.duration)
+    first_batch, before = len(collector.batches), done()  # all earlier tweets are done (waited for above)
+    keys, seconds = _produce(config, tweets, int(args.rate * args.duration), args.rate)
+    result.sent, result.input_rate = len(keys), len(keys) / seconds
+    _wait(lambda: done() >= before + len(keys), args.timeout, "the measured tweets")
+    paced = [b for b in collector.batches[first_batch:] if b[1] > 0]
+    if paced:
+        result.batches, result.batch_rows = len(paced), float(np.median([b[1] for b in paced]))
+        result.breakdown = _medians([b[2] for b in paced])
+    if args.backlog:
+        log.info("[%s] draining a backlog of %d tweets", name, args.backlog)
+        before, began = done(), time.monotonic()
+        _produce(config, tweets, args.backlog, None)
+        _wait(lambda: done() >= before + args.backlog, args.timeout, "the backlog")
+        result.backlog_seconds = time.monotonic() - began
+        result.sustained_rate = args.backlog / result.backlog_seconds
+    return keys, paced
+
+
+def _outbox_latencies(result: VariantResult, config: dict, keys: list[bytes], window: float) -> dict[bytes, float]:
+    """Fill ``result``'s produce -> outbox latencies (overall and per window); returns the produce times."""
+    produced, outbox = _timestamps(config, "raw"), _timestamps(config, "outbox")
+    start = min((produced[k] for k in keys if k in produced), default=0.0)
+    for key in keys:
+        if key in outbox:
+            result.outbox_latency.append(outbox[key] - produced[key])
+            result.outbox_windows.setdefault(int((produced[key] - start) // window), []).append(outbox[key] - produced[key])
+    return produced
+
+
 def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argparse.Namespace, texts: list[str],
                 workdir: str) -> VariantResult:
     from sparktweet.streaming import StreamJob, StreamOptions
@@ -257,58 +306,21 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
     spark.streams.addListener(collector)
     runner = threading.Thread(target=job.run, kwargs={"max_seconds": args.timeout}, daemon=True)
     runner.start()
-    tweets = Tweets(texts)
     result = VariantResult(name)
     try:
-        # Several rounds: Python workers are handed out from one idle pool, so a worker that ran
-        # another UDF in the first batch may get the model stages in the next one and load them
-        # then (seconds); after a few batches every worker has them loaded.
-        for round_ in range(1, args.warmup_rounds + 1):
-            log.info("[%s] warming up with %d tweets (round %d of %d)", name, args.warmup, round_, args.warmup_rounds)
-            _produce(config, tweets, args.warmup, None)
-            _wait(lambda n=round_ * args.warmup: job.stats.parquet_rows >= n, args.timeout, "the warm-up tweets")
-        if args.steady_warmup:
-            log.info("[%s] JIT warm-up: replaying %.0f tweets/s for %.0fs, not measured", name, args.rate, args.steady_warmup)
-            written = job.stats.parquet_rows
-            warm, _ = _produce(config, tweets, int(args.rate * args.steady_warmup), args.rate)
-            _wait(lambda: job.stats.parquet_rows >= written + len(warm), args.timeout, "the warm-up replay")
-        log.info("[%s] replaying %.0f tweets/s for %.0fs", name, args.rate, args.duration)
-        first_batch = len(collector.batches)
-        measured_from = job.stats.parquet_rows  # all earlier tweets are written (waited for above)
-        keys, seconds = _produce(config, tweets, int(args.rate * args.duration), args.rate)
-        result.sent, result.input_rate = len(keys), len(keys) / seconds
-        done = measured_from + len(keys)
-        _wait(lambda: job.stats.parquet_rows >= done, args.timeout, "the measured tweets")
-        paced = [b for b in collector.batches[first_batch:] if b[1] > 0]
-        if paced:
-            ids = {b[0] for b in paced}
-            result.batches = len(paced)
-            result.batch_rows = float(np.median([b[1] for b in paced]))
-            result.breakdown = _medians([b[2] for b in paced])
-            result.steps = _medians([t for batch_id, _, t in list(job.recent_timings) if batch_id in ids])
+        keys, paced = _replay(name, config, args, texts, lambda: job.stats.parquet_rows, collector, result)
+        ids = {b[0] for b in paced}
+        result.steps = _medians([t for batch_id, _, t in list(job.recent_timings) if batch_id in ids])
         plan = job.query._jsq.explainInternal(False) if job.query is not None else ""
         if "MicroBatchScan" in plan:
             result.scans, result.reused_shuffles = plan.count("MicroBatchScan"), plan.count("ReusedExchange")
-        if args.backlog:
-            log.info("[%s] draining a backlog of %d tweets", name, args.backlog)
-            before = job.stats.parquet_rows
-            began = time.monotonic()
-            _produce(config, tweets, args.backlog, None)
-            _wait(lambda: job.stats.parquet_rows >= before + args.backlog, args.timeout, "the backlog")
-            result.backlog_seconds = time.monotonic() - began
-            result.sustained_rate = args.backlog / result.backlog_seconds
     finally:
         job.request_stop()
         runner.join(timeout=300)
         spark.streams.removeListener(collector)
-    produced = _timestamps(config, "raw")
-    outbox = _timestamps(config, "outbox")
+    produced = _outbox_latencies(result, config, keys, args.window)
     written = _parquet_written(output)
-    start = min((produced[k] for k in keys if k in produced), default=0.0)
     for key in keys:
-        if key in outbox:
-            result.outbox_latency.append(outbox[key] - produced[key])
-            result.outbox_windows.setdefault(int((produced[key] - start) // args.window), []).append(outbox[key] - produced[key])
         if key.decode() in written:
             result.parquet_latency.append(written[key.decode()] - produced[key])
         else:
@@ -353,44 +365,14 @@ def run_floor_variant(spark: Any, base_config: dict, name: str, args: argparse.N
             raise RuntimeError(f"[{name}] query failed: {query.exception()}")
         return sum(b[1] for b in collector.batches)
 
-    tweets = Tweets(texts)
     result = VariantResult(name)
     try:
-        for round_ in range(1, args.warmup_rounds + 1):
-            _produce(config, tweets, args.warmup, None)
-            _wait(lambda n=round_ * args.warmup: copied() >= n, args.timeout, "the warm-up tweets")
-        if args.steady_warmup:
-            log.info("[%s] JIT warm-up: replaying %.0f tweets/s for %.0fs, not measured", name, args.rate, args.steady_warmup)
-            before = copied()
-            warm, _ = _produce(config, tweets, int(args.rate * args.steady_warmup), args.rate)
-            _wait(lambda: copied() >= before + len(warm), args.timeout, "the warm-up replay")
-        log.info("[%s] replaying %.0f tweets/s for %.0fs", name, args.rate, args.duration)
-        first_batch, before = len(collector.batches), copied()
-        keys, seconds = _produce(config, tweets, int(args.rate * args.duration), args.rate)
-        result.sent, result.input_rate = len(keys), len(keys) / seconds
-        _wait(lambda: copied() >= before + len(keys), args.timeout, "the measured tweets")
-        paced = [b for b in collector.batches[first_batch:] if b[1] > 0]
-        if paced:
-            result.batches, result.batch_rows = len(paced), float(np.median([b[1] for b in paced]))
-            result.breakdown = _medians([b[2] for b in paced])
-        if args.backlog:
-            log.info("[%s] draining a backlog of %d tweets", name, args.backlog)
-            before, began = copied(), time.monotonic()
-            _produce(config, tweets, args.backlog, None)
-            _wait(lambda: copied() >= before + args.backlog, args.timeout, "the backlog")
-            result.backlog_seconds = time.monotonic() - began
-            result.sustained_rate = args.backlog / result.backlog_seconds
+        keys, _ = _replay(name, config, args, texts, copied, collector, result)
     finally:
         query.stop()
         spark.streams.removeListener(collector)
-    produced, outbox = _timestamps(config, "raw"), _timestamps(config, "outbox")
-    start = min((produced[k] for k in keys if k in produced), default=0.0)
-    for key in keys:
-        if key in outbox:
-            result.outbox_latency.append(outbox[key] - produced[key])
-            result.outbox_windows.setdefault(int((produced[key] - start) // args.window), []).append(outbox[key] - produced[key])
-        else:
-            result.missing += 1
+    _outbox_latencies(result, config, keys, args.window)
+    result.missing = len(keys) - len(result.outbox_latency)
     return result
 
 
