@@ -112,8 +112,11 @@ def to_canonical(df: DataFrame, source: str = "dump", keep: Sequence[str] = ()) 
     if "mentions" in df.columns and dict(df.dtypes).get("mentions") != "array<string>":
         out = out.withColumn("mentions", F.lit(None).cast("array<string>"))
     out = out.withColumn("tweet_id", F.trim("tweet_id"))
-    ts = parse_timestamp(F.col("created_at"))
-    out = out.withColumn("created_ts", ts).withColumn("date", F.to_date(ts))
+    # Parsed once and referenced by name: the formats' parse is not cheap, so the optimizer keeps it
+    # in its own projection instead of copying it (and its generated code) into each use.
+    out = out.withColumn("created_ts", parse_timestamp(F.col("created_at")))
+    ts = F.col("created_ts")
+    out = out.withColumn("date", F.to_date(ts))
     # ISO-8601 UTC when parseable, the original text otherwise (the error-free path never needs it).
     out = out.withColumn("created_at", F.coalesce(F.date_format(ts, "yyyy-MM-dd'T'HH:mm:ss'Z'"), F.col("created_at")))
     out = out.withColumn("error", validation_error(out))

@@ -606,12 +606,19 @@ def _offsets_total(offsets: Any) -> int | None:
 def _run_concurrently(tasks: Mapping[str, Any], began: float) -> dict[str, float]:
     """Run the sink writes of one batch at once (each is a small Spark job reading the cached
     batch; in sequence their fixed costs add up to most of a small batch's latency). Threads
-    inherit the stream thread's local properties, so stopping the query cancels their jobs too.
-    Raises the first error after all have finished. Returns each task's end time since ``began``."""
+    inherit the stream thread's local properties, so stopping the query cancels their jobs too; a
+    single write runs in the calling thread. Raises the first error after all have finished. Returns
+    each task's end time since ``began``."""
     from pyspark import InheritableThread
 
     done: dict[str, float] = {}
     errors: list[BaseException] = []
+    if len(tasks) == 1:
+        # The usual batch (Parquet only, no dead letters): no thread to start and join.
+        (name, task), = tasks.items()
+        task()
+        done[name] = round(time.monotonic() - began, 2)
+        return done
 
     def run(name: str, task: Any) -> None:
         try:

@@ -263,6 +263,8 @@ def _first_slot(entities: Any, label: str, normalise: Callable[[str], str], vali
 
 
 _TICKET_TMP = "__sparktweet_ticket_"
+_WANTS, _URGENT = f"{_TICKET_TMP}wants", f"{_TICKET_TMP}urgent"
+_QUESTION = r"(?i)^(" + "|".join(QUESTION_WORDS) + r")\b"
 _TMP_TWEET_ID = _TICKET_TMP + "tweet_id"
 _TMP_CREATED_TEXT = _TICKET_TMP + "created_text"
 _TMP_CREATED_EPOCH = _TICKET_TMP + "created_epoch"
@@ -695,9 +697,12 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
 
         is_negative = F.coalesce(sentiment == "negative", F.lit(False))
         is_positive = F.coalesce(sentiment == "positive", F.lit(False))
+        # The regex-heavy conditions are columns of their own, referenced by name: the optimizer keeps a
+        # non-cheap expression used more than once in its own projection, so each is computed (and
+        # its code generated, once per micro-batch in a stream) once instead of once per use.
         body = F.regexp_replace(F.regexp_replace(text, _URLS, ""), _LEADING_MENTIONS, "")
-        is_question = body.contains("?") | body.rlike(r"(?i)^(" + "|".join(QUESTION_WORDS) + r")\b")
-        wants_ticket = is_negative | (is_question & ~is_positive)
+        dataset = dataset.withColumn(_WANTS, is_negative | ((body.contains("?") | body.rlike(_QUESTION)) & ~is_positive))
+        wants_ticket = F.col(_WANTS)
 
         own_error = (
             F.when(
@@ -743,7 +748,8 @@ class TicketGenerator(Transformer, HasTextCol, HasErrorCol, HasModelVersion, Def
         ok = F.col(error_col).isNull()
         urgent = F.lit(False)
         if any(w.strip() for w in self.getUrgencyWords()):
-            urgent = text.rlike(_word_regex(self.getUrgencyWords()))
+            out = out.withColumn(_URGENT, text.rlike(_word_regex(self.getUrgencyWords())))
+            urgent = F.col(_URGENT)
         urgent_category = F.coalesce(category.isin(self.getUrgentCategories()), F.lit(False))
         strong_negative = is_negative & F.coalesce(score >= F.lit(self.getHighPriorityScore()), F.lit(False))
         high = (urgent & (is_negative | urgent_category)) | (strong_negative & urgent_category)
