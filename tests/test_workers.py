@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 import zipfile
@@ -83,3 +84,46 @@ def test_loading_a_model_in_a_worker_installs_it(monkeypatch):
     monkeypatch.setattr(workers, "_CACHE", {})
     assert workers.cached("test", "/nowhere", lambda path: path.upper()) == "/NOWHERE"
     assert getattr(zipimport.zipimporter.invalidate_caches, "_sparktweet_cheap", False)
+
+
+def test_cached_freezes_the_heap_after_a_load_and_at_a_few_calls(monkeypatch):
+    _stock_invalidation(monkeypatch)
+    monkeypatch.setattr(workers, "_CACHE", {})
+    monkeypatch.setattr(workers, "_calls", 0)
+    frozen_after: list[int] = []
+    monkeypatch.setattr(workers, "freeze_heap", lambda: frozen_after.append(workers._calls))
+    for _ in range(100):
+        workers.cached("test", "/nowhere", lambda path: object())
+    assert frozen_after == [0, 1, 4, 16, 64]  # the load (before its call is counted), then calls 1, 4, 16, 64
+    workers.cached("test", "/elsewhere", lambda path: object())
+    assert frozen_after[-1] == 100  # each load freezes
+
+
+def test_frozen_objects_are_left_out_of_collections():
+    model = [{"weight": i} for i in range(20_000)]
+    try:
+        count = workers.freeze_heap()
+        assert count >= 20_000
+        assert not any(o is model for o in gc.get_objects())  # in the permanent generation: no collection walks it
+        fresh = [{"batch": i} for i in range(10)]
+        assert any(o is fresh for o in gc.get_objects())  # what comes later is collected as usual
+    finally:
+        gc.unfreeze()
+
+
+def test_a_reused_spark_worker_keeps_its_loaded_model_frozen(spark):
+    def score(batches):
+        import gc as worker_gc
+
+        import pandas as pd
+
+        from sparktweet import workers as worker_side
+
+        worker_side.cached("test-frozen", "/model", lambda path: [{"w": i} for i in range(50_000)])
+        for batch in batches:
+            yield pd.DataFrame({"id": batch["id"], "frozen": worker_gc.get_freeze_count()})
+
+    df = spark.range(0, 40, numPartitions=8).mapInPandas(score, "id long, frozen long")
+    rows = df.collect()
+    assert len(rows) == 40
+    assert min(r.frozen for r in rows) >= 50_000  # every task ran in a worker whose model is frozen
