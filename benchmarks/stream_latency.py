@@ -299,7 +299,8 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
     output = os.path.join(workdir, name, "tweets")
     options = StreamOptions.from_config(
         config, trigger=args.trigger, max_offsets_per_trigger=args.max_offsets_per_trigger, partitions=args.partitions,
-        dedup=not args.no_dedup, starting_offsets="earliest",
+        dedup=not args.no_dedup, dedup_store="spark" if name == SPARK_DEDUP_VARIANT else args.dedup_store,
+        starting_offsets="earliest",
     )
     job = StreamJob(spark, config, model, output, os.path.join(workdir, name, "checkpoint"), options)
     collector = _progress_collector(options.query_name)
@@ -328,6 +329,8 @@ def run_variant(spark: Any, base_config: dict, name: str, model: Any, args: argp
     return result
 
 
+#: The model with Spark's streaming deduplication (stream.dedup.store: spark) instead of the driver's store.
+SPARK_DEDUP_VARIANT = "model-spark-dedup"
 #: Reference variants: the least a Spark micro-batch costs here, without the stream job.
 FLOOR_VARIANTS = {
     "spark-kafka": "Kafka source -> Kafka sink, records copied as they are (no parse, model, state, cache or Parquet)",
@@ -388,6 +391,7 @@ def report(results: list[VariantResult], args: argparse.Namespace) -> str:
     lines = [(f"stream latency, {args.rate:.0f} tweets/s for {args.duration:.0f}s after {args.steady_warmup:.0f}s of JIT warm-up, "
               f"trigger {args.trigger}, "
              f"maxOffsetsPerTrigger {args.max_offsets_per_trigger}, backlog {args.backlog}, "
+             f"duplicate check {'off' if args.no_dedup else args.dedup_store}, "
              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")]
     for r in results:
         lines += [
@@ -418,7 +422,7 @@ def report(results: list[VariantResult], args: argparse.Namespace) -> str:
                      + (f", sustained {model_result.sustained_rate:.0f} >= {FLOORS['sustained']:.0f} tweets/s "
                         f"{verdict(model_result.sustained_rate >= FLOORS['sustained'])}" if model_result.sustained_rate else ""))
     by_name = {r.name: r for r in results if r.outbox_latency}
-    for a, b in [("model", "no-model"), ("model", "spark-foreachbatch"), ("no-model", "spark-foreachbatch"),
+    for a, b in [("model", "no-model"), (SPARK_DEDUP_VARIANT, "model"), ("model", "spark-foreachbatch"), ("no-model", "spark-foreachbatch"),
                  ("spark-foreachbatch", "spark-kafka")]:
         if a in by_name and b in by_name:
             ra, rb = by_name[a], by_name[b]
@@ -445,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                              "rate to measure, or the job's fixed latency dominates")
     parser.add_argument("--model", default=os.path.join(ROOT, "models", "default"), help="saved model folder")
     parser.add_argument("--variants", default="model,no-model",
-                        help="comma-separated: model, no-model, and the reference queries " + ", ".join(FLOOR_VARIANTS))
+                        help=f"comma-separated: model, no-model, {SPARK_DEDUP_VARIANT} (the model with Spark's deduplication), "
+                        "and the reference queries " + ", ".join(FLOOR_VARIANTS))
     parser.add_argument("--trigger", default="100 milliseconds", help="micro-batch trigger")
     parser.add_argument("--max-offsets-per-trigger", type=int, default=20000,
                         help="micro-batch size cap: the sustained rate cannot exceed it divided by a batch's duration")
@@ -456,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
                         help="extra Spark setting for the session (repeatable), e.g. spark.sql.codegen.wholeStage=false")
     parser.add_argument("--no-dedup", action="store_true", help="run without the duplicate-id state")
+    parser.add_argument("--dedup-store", choices=["driver", "spark"], default="driver",
+                        help="the duplicate check's state: the driver's SQLite file, or Spark's streaming deduplication")
     parser.add_argument("--texts", help="CSV with a text column (e.g. Tweets.csv) instead of the bundled sample")
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up waiting after this many seconds")
@@ -489,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             if variant in FLOOR_VARIANTS:
                 results.append(run_floor_variant(spark, config, variant, args, texts, workdir))
                 continue
-            model = load_model(args.model) if variant == "model" else passthrough_model()
+            model = load_model(args.model) if variant in ("model", SPARK_DEDUP_VARIANT) else passthrough_model()
             results.append(run_variant(spark, config, variant, model, args, texts, workdir))
         print(report(results, args))
     finally:

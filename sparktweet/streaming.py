@@ -7,15 +7,11 @@ One Structured Streaming query does everything::
          canonical record (records.to_canonical) plus the Kafka metadata and the original bytes
       -> the PipelineModel, on the streaming DataFrame (rows that failed parsing carry their
          error and a null text, so the stages skip them cheaply)
-      -> mark_first_records (``stream.dedup``): one shuffle of the scored rows by tweet_id, read
-         twice: once as the records, once by Spark's streaming deduplication on tweet_id (JVM
-         state in the checkpoint, ``stream.dedup.ttl_s`` of Kafka time), which adds a marker row
-         for each first record of a tweet_id (so the source is read, parsed and scored once)
-      -> foreachBatch: persist the batch once (slim_batch); the first records are the accepted
-         tweets (accepted_records), a valid record without a marker is a duplicate; write
+      -> foreachBatch: persist the batch once; the duplicate check (``stream.dedup``, below) names the
+         duplicates; the accepted tweets are the valid records that are not duplicates
+         (accepted_records); write
          (b) ``replies.outbox``: accepted tweets that need a ticket, key tweet_id, JSON value (see
-             OUTBOX_FIELDS). This write is the batch's first job: it computes the batch, fills
-             the cache and counts it (observed metrics), so replies leave as soon as it is scored;
+             OUTBOX_FIELDS), as soon as the batch is scored and checked;
          then, at once, from the cache,
          (a) Parquet under ``output``, partitioned by ``date``: every accepted tweet, with the
              model's outputs or its ``error``, and ``kafka_partition``/``kafka_offset``/``kafka_timestamp``
@@ -24,13 +20,27 @@ One Structured Streaming query does everything::
              Parquet too), with the original value, the reason and where the record came from
              (rejected_records).
 
+The duplicate check has two stores (``stream.dedup.store``):
+
+- ``driver`` (the default): the batch's first job computes it, fills the cache and collects each
+  record's tweet_id, Kafka position and time (decide_batch); sparktweet.dedup.FirstSeenStore, a SQLite
+  file beside a local checkpoint (or at ``stream.dedup.path``), names the duplicates and remembers the
+  accepted record of each id, versioned by batch so a replay decides the same. Then the outbox.
+- ``spark``: Spark's streaming deduplication in the query (mark_first_records): one shuffle of the
+  scored rows by tweet_id, read twice, once as the records and once by ``dropDuplicatesWithinWatermark``
+  (JVM state in the checkpoint), which adds a marker row for each first record; slim_batch trims the
+  batch before it is cached, and the outbox write is the first job (it computes the batch and counts it
+  through observed metrics). For a checkpoint on S3 or HDFS when the driver may move (conf/emr.yaml).
+  Each micro-batch then plans and generates code for the scored plan twice: on 2 cores a paced batch
+  takes about twice as long as with the driver's store.
+
 Delivery semantics: at least once. Kafka offsets are committed to the checkpoint only after
 foreachBatch returns, so a crash (even SIGKILL) or a failed write replays the whole micro-batch
 on restart: the same rows may be written to Parquet and to the two topics again. Replays are
 identical where it matters: the key is the tweet_id and the ticket ID is derived from the tweet
 id and the category, so a duplicate outbox record carries the same key and ticket ID and the
 dispatcher (idempotent on tweet_id) drops it; duplicate Parquet rows share ``tweet_id``,
-``kafka_partition`` and ``kafka_offset``. The dedup state is versioned with the batch, so a
+``kafka_partition`` and ``kafka_offset``. Either store's state is versioned with the batch, so a
 replayed batch does not mistake its own records for duplicates.
 
 Operations: a :class:`ProgressLogger` (a ``StreamingQueryListener``) logs each batch's input and
@@ -44,11 +54,12 @@ Settings (``stream:`` section, all optional): ``trigger`` ("500 milliseconds", "
 "once"), ``starting_offsets`` (earliest; only for a new checkpoint), ``max_offsets_per_trigger``
 (20000), ``fail_on_data_loss`` (true), ``partitions`` (scoring tasks per micro-batch; default
 Spark's default parallelism, i.e. the cores; 0 keeps the source's partitions), ``max_text_chars``
-(25000), ``deadletter_max_original_bytes`` (262144), ``dedup.enabled`` (true), ``dedup.ttl_s``
-(86400), ``max_restarts`` (10 in a row), ``restart_backoff_s`` (2, doubling up to
-``restart_backoff_max_s``, 60), ``stop_timeout_s`` (60), ``source_options`` and ``sink_options``
-(extra Kafka options, e.g. ``kafka.security.protocol``). The dedup step's parallelism is
-``dedup.state_partitions`` (1) for a new checkpoint; an existing checkpoint keeps the number it was
+(25000), ``deadletter_max_original_bytes`` (262144), ``dedup.enabled`` (true), ``dedup.store``
+(driver), ``dedup.path`` (the driver's file; default ``sparktweet-dedup.sqlite`` in a local
+checkpoint), ``dedup.ttl_s`` (86400), ``max_restarts`` (10 in a row), ``restart_backoff_s`` (2,
+doubling up to ``restart_backoff_max_s``, 60), ``stop_timeout_s`` (60), ``source_options`` and
+``sink_options`` (extra Kafka options, e.g. ``kafka.security.protocol``). With the ``spark`` store, the
+dedup step's parallelism is ``dedup.state_partitions`` (1) for a new checkpoint; an existing checkpoint keeps the number it was
 created with (Spark records it). Each state partition is a task and a state store commit per
 micro-batch, and one key per tweet is little work, so one partition is the cheap default; raise it
 for rates a single task cannot keep up with. It is also the partitions of the shuffled records,
@@ -73,6 +84,7 @@ import ast
 import datetime as _dt
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -90,6 +102,7 @@ from pyspark.sql.streaming.listener import JStreamingQueryListener, QueryProgres
 
 from sparktweet import kafka_io
 from sparktweet.config import get
+from sparktweet.dedup import FirstSeenStore
 from sparktweet.errors import ConfigError
 from sparktweet.records import CANONICAL_SCHEMA, to_canonical
 from sparktweet.scoring import OUTPUT_COLUMNS, enrich
@@ -105,6 +118,10 @@ OUTBOX_FIELDS = [
     "sentiment", "sentiment_score", "priority", "entities", "model_version",
 ]
 STAGE_PARSE, STAGE_DEDUP, STAGE_SCORE = "parse", "dedup", "score"
+#: Where the duplicate check keeps its state: ``driver`` (sparktweet.dedup.FirstSeenStore, a SQLite
+#: file beside a local checkpoint) or ``spark`` (Spark's streaming deduplication, state in the checkpoint).
+DEDUP_STORES = ("driver", "spark")
+DEDUP_FILE = "sparktweet-dedup.sqlite"
 _PARSE_ERROR, _STAGE, _VALUE, _ROLE = "_parse_error", "_stage", "_value", "_role"
 _DEDUP_KEY = "_dedup_key"
 # JSON types (as schema_of_variant names them) accepted for each canonical field. Ids may be
@@ -126,7 +143,7 @@ DEFAULTS: dict[str, Any] = {
     "max_text_chars": 25_000,
     "deadletter_max_original_bytes": 256 * 1024,
     "partitions": None,
-    "dedup": {"enabled": True, "ttl_s": 86_400, "state_partitions": 1},
+    "dedup": {"enabled": True, "store": "driver", "path": None, "ttl_s": 86_400, "state_partitions": 1},
     "max_restarts": 10,
     "restart_backoff_s": 2.0,
     "restart_backoff_max_s": 60.0,
@@ -308,24 +325,31 @@ def _position() -> Column:
     return F.shiftleft(F.col("kafka_partition").cast("long"), 44) + F.col("kafka_offset")
 
 
-def _duplicate_reason() -> Column:
-    return F.concat(
-        F.lit("duplicate tweet_id "), F.col("tweet_id"),
-        F.lit(": a record with this id was already accepted (or this one is older than the duplicate-check window)"),
-    )
+def _duplicate_reason(late: bool) -> Column:
+    why = ": a record with this id was already accepted"
+    if late:
+        why += " (or this one is older than the duplicate-check window)"
+    return F.concat(F.lit("duplicate tweet_id "), F.col("tweet_id"), F.lit(why))
 
 
-def _is_accepted(batch: DataFrame) -> Column:
+def _is_duplicate(duplicates: list[int]) -> Column:
+    return F.col(_PARSE_ERROR).isNull() & (_position().isin(duplicates) if duplicates else F.lit(False))
+
+
+def _is_accepted(batch: DataFrame, duplicates: list[int] = ()) -> Column:
     if _ROLE in batch.columns:
         return F.col(_ROLE) == "first"
-    return F.col(_PARSE_ERROR).isNull()
+    return F.col(_PARSE_ERROR).isNull() & ~_is_duplicate(list(duplicates))
 
 
-def accepted_records(batch: DataFrame) -> DataFrame:
+def accepted_records(batch: DataFrame, duplicates: list[int] = ()) -> DataFrame:
     """The tweets of a micro-batch that were parsed and are not duplicates: the first record of each
     new tweet_id (with the model's outputs, or its ``error`` when scoring failed). These go to
-    Parquet, and those that need a ticket to the outbox. Works on a batch with or without ``_role``."""
-    accepted = batch.where(_is_accepted(batch))
+    Parquet, and those that need a ticket to the outbox.
+
+    A batch with ``_role`` (:func:`mark_first_records`) accepts its first-record markers; a batch without
+    it, its valid records that are not at the Kafka positions ``duplicates`` (:func:`decide_batch`)."""
+    accepted = batch.where(_is_accepted(batch, duplicates))
     return accepted.drop(_ROLE) if _ROLE in batch.columns else accepted
 
 
@@ -334,23 +358,24 @@ def rejected_records(batch: DataFrame, duplicates: list[int]) -> DataFrame:
     the ``duplicates`` (Kafka positions, :func:`_position`; ``error`` "duplicate tweet_id ...", stage
     ``dedup``) and accepted tweets that the model gave an error (stage ``score``).
 
-    A valid record without a first-record marker is a duplicate: an earlier record with its tweet_id
-    was accepted (in this batch or a previous one), or its Kafka timestamp is older than the state's
-    window (the newest timestamp seen minus ``dedup.ttl_s``), which only happens to a partition lagging
-    the others by more than the window; the reason says both. :func:`batch_summary` finds them.
+    With the driver's store (:func:`decide_batch`) a duplicate is a valid record of a tweet_id whose
+    accepted record is another one, in this batch or an earlier one. With Spark's deduplication
+    (``_role``), a valid record without a first-record marker is a duplicate: an earlier record with
+    its tweet_id was accepted, or its Kafka timestamp is older than the state's window (the newest
+    timestamp seen minus ``dedup.ttl_s``), which only happens to a partition lagging the others by more
+    than the window; the reason then says both. :func:`batch_summary` finds them.
     """
-    if _ROLE not in batch.columns:
-        return batch.where(F.col("error").isNotNull())
     columns = [c for c in batch.columns if c != _ROLE]
-    dup = F.col(_PARSE_ERROR).isNull() & (_position().isin(duplicates) if duplicates else F.lit(False))
-    reason = _duplicate_reason()
-    records = batch.where((F.col(_ROLE) == "record") & (F.col(_PARSE_ERROR).isNotNull() | dup)).select(
+    dup = _is_duplicate(duplicates)
+    reason = _duplicate_reason(late=_ROLE in batch.columns)
+    own = (F.col(_ROLE) == "record") if _ROLE in batch.columns else F.lit(True)
+    records = batch.where(own & (F.col(_PARSE_ERROR).isNotNull() | dup)).select(
         *[c for c in columns if c not in ("error", _PARSE_ERROR, _STAGE)],
         F.when(dup, reason).otherwise(F.col("error")).alias("error"),
         F.when(dup, reason).otherwise(F.col(_PARSE_ERROR)).alias(_PARSE_ERROR),
         F.when(dup, F.lit(STAGE_DEDUP)).otherwise(F.col(_STAGE)).alias(_STAGE),
     ).select(*columns)
-    scored = accepted_records(batch).where(F.col("error").isNotNull()).select(*columns)
+    scored = accepted_records(batch, duplicates).where(F.col("error").isNotNull()).select(*columns)
     return records.unionByName(scored)
 
 
@@ -397,6 +422,35 @@ def batch_summary(batch: DataFrame, metrics: Mapping[str, Any]) -> dict[str, Any
         dups = sorted(p for p in pos["valid"] if p not in firsts)
         out.update(duplicates=len(dups), duplicate_positions=dups)
     return out
+
+
+def decide_batch(batch: DataFrame, store: FirstSeenStore | None, batch_id: int) -> dict[str, Any]:
+    """The duplicate check on the driver, and the counts of :func:`batch_summary`, for a scored batch
+    without ``_role``.
+
+    One job collects a few small columns of every record (tweet_id when valid, Kafka position and time,
+    whether it failed and whether it wants a ticket; for a persisted batch, the job fills the cache);
+    ``store`` (:class:`~sparktweet.dedup.FirstSeenStore`) names the duplicates and remembers the accepted
+    records as batch ``batch_id``. ``store=None`` accepts every valid record (``stream.dedup.enabled: false``).
+    """
+    rows = batch.select(
+        F.when(F.col(_PARSE_ERROR).isNull(), F.col("tweet_id")).alias("id"),
+        _position().alias("pos"),
+        F.coalesce(F.unix_millis(F.col("kafka_timestamp")), F.lit(0)).alias("ms"),
+        F.col("error").isNotNull().alias("failed"),
+        F.coalesce(_wants_ticket(), F.lit(False)).alias("ticket"),
+    ).collect()
+    valid = [(r.id, r.pos, r.ms) for r in rows if r.id is not None]
+    duplicates = store.decide(batch_id, valid) if store is not None else []
+    dups = set(duplicates)
+    accepted = [r for r in rows if r.id is not None and r.pos not in dups]
+    parse_errors = len(rows) - len(valid)
+    score_errors = sum(1 for r in accepted if r.failed)
+    return {
+        "rows": len(rows), "parse_errors": parse_errors, "tickets": sum(1 for r in accepted if r.ticket),
+        "accepted": len(accepted), "errors": parse_errors + score_errors,
+        "duplicates": len(duplicates), "duplicate_positions": duplicates,
+    }
 
 
 def summarise_batch(batch: DataFrame) -> dict[str, Any]:
@@ -517,6 +571,8 @@ class StreamOptions:
     deadletter_max_original_bytes: int = DEFAULTS["deadletter_max_original_bytes"]
     partitions: int | None = DEFAULTS["partitions"]
     dedup: bool = True
+    dedup_store: str = DEFAULTS["dedup"]["store"]
+    dedup_path: str | None = DEFAULTS["dedup"]["path"]
     dedup_ttl_s: float = 86_400
     state_partitions: int | None = DEFAULTS["dedup"]["state_partitions"]
     max_restarts: int = DEFAULTS["max_restarts"]
@@ -538,6 +594,8 @@ class StreamOptions:
             "deadletter_max_original_bytes": int(_setting(config, "deadletter_max_original_bytes")),
             "partitions": _setting(config, "partitions"),
             "dedup": bool(_setting(config, "dedup.enabled")),
+            "dedup_store": str(_setting(config, "dedup.store")).strip().lower(),
+            "dedup_path": _setting(config, "dedup.path"),
             "dedup_ttl_s": float(_setting(config, "dedup.ttl_s")),
             "state_partitions": _setting(config, "dedup.state_partitions"),
             "max_restarts": int(_setting(config, "max_restarts")),
@@ -555,6 +613,10 @@ class StreamOptions:
         values["max_offsets_per_trigger"] = int(mopt) if mopt not in (None, "", 0) else None
         if values["max_text_chars"] < 1:
             raise ConfigError(f"stream.max_text_chars must be >= 1, found {values['max_text_chars']}.")
+        if values["dedup_store"] not in DEDUP_STORES:
+            raise ConfigError(f"stream.dedup.store must be one of {', '.join(DEDUP_STORES)}, found {values['dedup_store']!r}.")
+        if values["dedup_ttl_s"] <= 0:
+            raise ConfigError(f"stream.dedup.ttl_s must be > 0, found {values['dedup_ttl_s']}.")
         return cls(**values)
 
 
@@ -796,6 +858,7 @@ class StreamJob:
         self._last_data = time.monotonic()
         self._bootstrap = kafka_io.bootstrap_servers(config)
         self._topics = {name: kafka_io.topic_name(config, name) for name in ("raw", "outbox", "deadletter")}
+        self._store: FirstSeenStore | None = None
         #: (batch_id, rows, {step: seconds since the batch began}) of the last batches with data.
         self.recent_timings: deque[tuple[int, int, dict[str, float]]] = deque(maxlen=200)
 
@@ -830,9 +893,25 @@ class StreamJob:
         parsed = parse_records(kafka_df, self.options.max_text_chars)
         observed = observe_input(parsed)
         scored = score_stream(self.model, observed)
-        if self.options.dedup:
+        if self.options.dedup and self.options.dedup_store == "spark":
             scored = mark_first_records(scored, self.options.dedup_ttl_s)
         return scored
+
+    def dedup_path(self) -> str | None:
+        """The driver's duplicate-check file: ``stream.dedup.path``, else beside a local checkpoint."""
+        o = self.options
+        if not o.dedup or o.dedup_store != "driver":
+            return None
+        if o.dedup_path:
+            return str(o.dedup_path)
+        if not _local_path(self.checkpoint):
+            raise ConfigError(
+                f"stream.dedup.store 'driver' keeps its state in a local file, and the checkpoint {self.checkpoint} is not "
+                "local: set stream.dedup.path to a file on a disk that outlives the driver, or stream.dedup.store=spark "
+                "(Spark's deduplication, state in the checkpoint)."
+            )
+        local = self.checkpoint.split(":", 1)[1] if self.checkpoint.lower().startswith("file:") else self.checkpoint
+        return os.path.join(local, DEDUP_FILE)
 
     def _kafka_write(self, df: DataFrame, topic: str) -> None:
         writer = (
@@ -859,15 +938,24 @@ class StreamJob:
         raw = slim_batch(batch).persist()
         timings["persist"] = time.monotonic() - began
         try:
-            # The first job is the outbox write: it computes the batch (Kafka read, model, duplicate
-            # state), fills the cache and counts it (observed metrics), so a reply's record is on its way
-            # as soon as the batch is scored. Its rows are the accepted tweets (the first records), so
-            # duplicates never reach it, and they need no count first.
-            observation = Observation()
-            observed = raw.observe(observation, *batch_metrics(raw))
-            self._kafka_write(outbox_records(accepted_records(observed)), self._topics["outbox"])
-            timings["outbox"] = time.monotonic() - began
-            counts = batch_summary(raw, observation.get)
+            if _ROLE in raw.columns:
+                # Spark's deduplication: the first job is the outbox write. It computes the batch (Kafka
+                # read, model, duplicate state), fills the cache and counts it (observed metrics), so a
+                # reply's record is on its way as soon as the batch is scored. Its rows are the accepted
+                # tweets (the first records), so duplicates never reach it, and they need no count first.
+                observation = Observation()
+                observed = raw.observe(observation, *batch_metrics(raw))
+                self._kafka_write(outbox_records(accepted_records(observed)), self._topics["outbox"])
+                timings["outbox"] = time.monotonic() - began
+                counts = batch_summary(raw, observation.get)
+            else:
+                # The driver's duplicate check: the first job computes the batch, fills the cache and
+                # collects what the check and the counts need; the outbox is written from the cache.
+                counts = decide_batch(raw, self._store, batch_id)
+                timings["decided"] = time.monotonic() - began
+                if counts["tickets"]:
+                    self._kafka_write(outbox_records(accepted_records(raw, counts["duplicate_positions"])), self._topics["outbox"])
+                timings["outbox"] = time.monotonic() - began
             rows = counts["rows"]
             if rows == 0:
                 return
@@ -876,7 +964,7 @@ class StreamJob:
             writes: dict[str, Any] = {}
             if accepted:
                 writes["parquet"] = lambda: (
-                    accepted_records(raw).select(*PARQUET_COLUMNS)
+                    accepted_records(raw, counts["duplicate_positions"]).select(*PARQUET_COLUMNS)
                     .write.mode("append").partitionBy("date")
                     # Each task moves its files into place when it commits (no second rename pass at job
                     # commit) and no _SUCCESS marker: a micro-batch is an append, its commit is the checkpoint's.
@@ -913,6 +1001,9 @@ class StreamJob:
 
     def start(self) -> StreamingQuery:
         """Start (or restart from the checkpoint) the query; returns the running StreamingQuery."""
+        path = self.dedup_path()
+        if path is not None and self._store is None:
+            self._store = FirstSeenStore(path, self.options.dedup_ttl_s)
         scored = self.pipeline(self.source())
         writer = (
             scored.writeStream.queryName(self.options.query_name)
@@ -974,13 +1065,18 @@ class StreamJob:
         """Stop gracefully: let a running batch finish (up to ``timeout`` s), then stop the query."""
         self._stop.set()
         query = self.query
-        if query is None or not query.isActive:
-            return
-        deadline = time.monotonic() + (self.options.stop_timeout_s if timeout is None else timeout)
-        while (self._busy.is_set() or query.status["isTriggerActive"]) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        query.stop()
-        log.info("stream query stopped")
+        if query is not None and query.isActive:
+            deadline = time.monotonic() + (self.options.stop_timeout_s if timeout is None else timeout)
+            while (self._busy.is_set() or query.status["isTriggerActive"]) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            query.stop()
+            log.info("stream query stopped")
+        self._close_store()
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def _idle_for(self, query: StreamingQuery) -> float:
         status = query.status

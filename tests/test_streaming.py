@@ -33,12 +33,14 @@ from pyspark.sql.streaming.listener import StreamingQueryProgress
 from sparktweet import kafka_broker as broker
 from sparktweet.cli import SAMPLE, main
 from sparktweet.config import load_config
+from sparktweet.dedup import FirstSeenStore
 from sparktweet.demo import read_since
 from sparktweet.errors import ConfigError
 from sparktweet.kafka_io import KafkaError, encode_tweet, ensure_topics, producer, topic_name
 from sparktweet.replay import read_dump
 from sparktweet.store import TicketStore
 from sparktweet.streaming import (
+    DEDUP_FILE,
     PARQUET_COLUMNS,
     JsonProgressListener,
     ProgressLogger,
@@ -50,6 +52,7 @@ from sparktweet.streaming import (
     batch_metrics,
     batch_summary,
     deadletter_records,
+    decide_batch,
     mark_first_records,
     observe_input,
     outbox_records,
@@ -161,7 +164,8 @@ def test_parse_records_gives_the_canonical_record_and_keeps_the_original(spark):
     assert (row["kafka_key"], row["_value"], row["kafka_partition"], row["kafka_offset"]) == (b"570306133677760513", value, 0, 0)
 
 
-def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path):
+@pytest.mark.parametrize("store", ["driver", "spark"])
+def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path, store):
     batches = [
         [b'{"tweet_id": "11", "text": "first"}', b'{"tweet_id": "12", "text": "other"}', b'{"tweet_id": "11", "text": "first"}'],
         [b'{"tweet_id": "11", "text": "changed"}', b"not json", b"not json", b'{"tweet_id": "13", "text": "new"}'],
@@ -172,7 +176,9 @@ def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path):
               .parquet(str(source)))
     parsed = parse_records(stream)
     # Every valid tweet needs a ticket, and tweet 13 fails scoring (_FakeStages).
-    marked = mark_first_records(score_stream(PipelineModel([_FakeStages()]), parsed), ttl_s=600)
+    scored = score_stream(PipelineModel([_FakeStages()]), parsed)
+    marked = mark_first_records(scored, ttl_s=600) if store == "spark" else scored
+    first_seen = FirstSeenStore(str(tmp_path / "first-seen.sqlite"), ttl_s=600)
     outbox: list = []
     accepted: list = []
     rejected: list = []
@@ -181,16 +187,23 @@ def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path):
     plans: list = []
 
     def collect(batch, batch_id):
-        # The stream job's path: the batch slimmed and cached, its counts observed on the first job
-        # that reads it, the duplicates found from them, then the accepted and the rejected records.
+        # The stream job's paths. Spark's store: the batch slimmed and cached, its counts observed on the
+        # first job that reads it, the duplicates found from them, then the accepted and the rejected
+        # records. The driver's store: the batch cached, the duplicates decided, then the same.
         slim = slim_batch(batch).persist()
-        observation = Observation()
-        outbox.extend(r.key for r in outbox_records(accepted_records(slim.observe(observation, *batch_metrics(slim)))).collect())
-        summary = batch_summary(slim, observation.get)
-        accepted.extend(accepted_records(slim).select("kafka_offset", "text", "error").collect())
-        rejected.extend(rejected_records(slim, summary["duplicate_positions"]).select("kafka_offset", "error", "_stage").collect())
+        if store == "spark":
+            observation = Observation()
+            outbox.extend(r.key for r in outbox_records(accepted_records(slim.observe(observation, *batch_metrics(slim)))).collect())
+            summary = batch_summary(slim, observation.get)
+            assert summarise_batch(slim) == summary  # the same figures from a job of its own
+        else:
+            summary = decide_batch(slim, first_seen, batch_id)
+            assert decide_batch(slim, first_seen, batch_id) == summary  # a replay decides the same
+            outbox.extend(r.key for r in outbox_records(accepted_records(slim, summary["duplicate_positions"])).collect())
+        dups = summary["duplicate_positions"]
+        accepted.extend(accepted_records(slim, dups).select("kafka_offset", "text", "error").collect())
+        rejected.extend(rejected_records(slim, dups).select("kafka_offset", "error", "_stage").collect())
         summaries.append({k: v for k, v in summary.items() if k != "duplicate_positions"})
-        assert summarise_batch(slim) == summary  # the same figures from a job of its own
         slim.unpersist()
         if running:
             plans.append(running[0]._jsq.explainInternal(False))
@@ -206,7 +219,9 @@ def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path):
         query.processAllAvailable()  # a second micro-batch: the state of the first one is used
     finally:
         query.stop()
-    dup = "duplicate tweet_id 11: a record with this id was already accepted (or this one is older than the duplicate-check window)"
+    dup = "duplicate tweet_id 11: a record with this id was already accepted"
+    if store == "spark":
+        dup += " (or this one is older than the duplicate-check window)"
     got = spark.createDataFrame(accepted, "kafka_offset long, text string, error string").orderBy("kafka_offset")
     expected = [(0, "first", None), (1, "other", None), (6, "new", "model failed")]
     assert_df_equality(got, spark.createDataFrame(expected, "kafka_offset long, text string, error string"), ignore_nullable=True)
@@ -222,9 +237,13 @@ def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path):
         {"rows": 3, "parse_errors": 0, "duplicates": 1, "errors": 0, "tickets": 2, "accepted": 2},
         {"rows": 4, "parse_errors": 2, "duplicates": 1, "errors": 3, "tickets": 0, "accepted": 1},
     ]
-    # The records and the deduplication read one shuffle of the source: it is scanned (and parsed) once.
     plan = next(p for p in plans if "FileScan" in p)
-    assert plan.count("FileScan") == 1 and "ReusedExchange" in plan, plan
+    if store == "spark":
+        # The records and the deduplication read one shuffle of the source: it is scanned (and parsed) once.
+        assert plan.count("FileScan") == 1 and "ReusedExchange" in plan, plan
+    else:
+        assert plan.count("FileScan") == 1 and "Exchange" not in plan, plan
+    first_seen.close()
 
 
 class _FakeStages(Transformer):
@@ -286,6 +305,20 @@ def test_stream_options_from_config_and_triggers(spark):
     assert StreamOptions.from_config(load_config()).max_offsets_per_trigger == 20_000
     with pytest.raises(ConfigError, match="max_text_chars"):
         StreamOptions.from_config(load_config(overrides=["stream.max_text_chars=0"]))
+    with pytest.raises(ConfigError, match="stream.dedup.store must be one of driver, spark, found 'redis'"):
+        StreamOptions.from_config(load_config(overrides=["stream.dedup.store=redis"]))
+    with pytest.raises(ConfigError, match="stream.dedup.ttl_s must be > 0"):
+        StreamOptions.from_config(load_config(overrides=["stream.dedup.ttl_s=0"]))
+    # The driver's duplicate check sits beside a local checkpoint; elsewhere it needs a path of its own.
+    config = load_config()
+    assert StreamJob(spark, config, None, "out", "file:/tmp/cp").dedup_path() == os.path.join("/tmp/cp", DEDUP_FILE)
+    assert StreamJob(spark, config, None, "out", "cp").dedup_path() == os.path.join("cp", DEDUP_FILE)
+    with pytest.raises(ConfigError, match="stream.dedup.path"):
+        StreamJob(spark, config, None, "out", "s3a://bucket/cp").dedup_path()
+    s3 = load_config(overrides=["stream.dedup.path=/var/lib/sparktweet/first-seen.sqlite"])
+    assert StreamJob(spark, s3, None, "out", "s3a://bucket/cp").dedup_path() == "/var/lib/sparktweet/first-seen.sqlite"
+    assert StreamJob(spark, load_config(overrides=["stream.dedup.store=spark"]), None, "out", "s3a://bucket/cp").dedup_path() is None
+    assert StreamJob(spark, load_config(overrides=["stream.dedup.enabled=false"]), None, "out", "cp").dedup_path() is None
     stream = spark.readStream.format("rate").load()
     for trigger in ("available-now", "once", "0", "2 seconds"):
         _apply_trigger(stream.writeStream, trigger)
@@ -466,8 +499,9 @@ def _bad_records(good: list[dict]) -> list[tuple[bytes | None, bytes | None, str
 
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_bad_records_are_dead_lettered_and_good_ones_scored(spark, kafka_broker, tiny_model, tmp_path):
-    config = _stream_config(kafka_broker["kafka"]["bootstrap_servers"], "stream.max_offsets_per_trigger=400")
+@pytest.mark.parametrize("store", ["driver", "spark"])
+def test_bad_records_are_dead_lettered_and_good_ones_scored(spark, kafka_broker, tiny_model, tmp_path, store):
+    config = _stream_config(kafka_broker["kafka"]["bootstrap_servers"], "stream.max_offsets_per_trigger=400", f"stream.dedup.store={store}")
     good = _good(200)
     bad = _bad_records(good)
     duplicates = bad[-100:]
@@ -506,9 +540,14 @@ def test_bad_records_are_dead_lettered_and_good_ones_scored(spark, kafka_broker,
     last = job.listener.last
     assert last["rows"] > 0 and last["lag"] == 0, last
     assert 0 <= last["latency_newest_s"] <= last["latency_oldest_s"] < 900, last
-    # A batch reads the Kafka source once: the duplicate check reads the records' shuffle again.
     plan = job.query._jsq.explainInternal(False)
-    assert plan.count("MicroBatchScan") == 1 and plan.count("ReusedExchange") == 1, plan
+    if store == "spark":
+        # A batch reads the Kafka source once: the duplicate check reads the records' shuffle again.
+        assert plan.count("MicroBatchScan") == 1 and plan.count("ReusedExchange") == 1, plan
+    else:
+        # No shuffle at all: the driver's store decides, in a file beside the checkpoint.
+        assert plan.count("MicroBatchScan") == 1 and "Exchange" not in plan, plan
+        assert len(FirstSeenStore(str(tmp_path / "checkpoint" / DEDUP_FILE), ttl_s=1)) == 200
 
 
 @pytest.mark.kafka
