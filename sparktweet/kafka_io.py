@@ -333,6 +333,15 @@ def send_tweets(producer: Any, topic: str, records: Iterable[Mapping[str, Any]],
 
     Raises :class:`KafkaError` if any record was not acknowledged by the broker.
     """
+    checked = (_check_tweet(record) for record in records)
+    return send_records(producer, topic, ((tweet_key(c), encode_tweet(c)) for c in checked), flush_timeout)
+
+
+def send_records(producer: Any, topic: str, records: Iterable[tuple[bytes | None, bytes]], flush_timeout: float = 30.0) -> int:
+    """Produce (key, value) pairs to ``topic``, wait for delivery, return how many were sent.
+
+    Raises :class:`KafkaError` if any record was not acknowledged by the broker within ``flush_timeout``.
+    """
     failures: list[str] = []
 
     def on_delivery(err: Any, msg: Any) -> None:
@@ -340,11 +349,10 @@ def send_tweets(producer: Any, topic: str, records: Iterable[Mapping[str, Any]],
             failures.append(f"{msg.key()!r}: {err.str()}")
 
     sent = 0
-    for record in records:
-        checked = _check_tweet(record)
+    for key, value in records:
         while True:
             try:
-                producer.produce(topic, key=tweet_key(checked), value=encode_tweet(checked), on_delivery=on_delivery)
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
                 break
             except BufferError:
                 # The local queue is full: serve delivery reports to make room, then retry.

@@ -23,9 +23,11 @@ One Structured Streaming query does everything::
 The duplicate check has two stores (``stream.dedup.store``):
 
 - ``driver`` (the default): the batch's first job computes it, fills the cache and collects each
-  record's tweet_id, Kafka position and time (decide_batch); sparktweet.dedup.FirstSeenStore, a SQLite
-  file beside a local checkpoint (or at ``stream.dedup.path``), names the duplicates and remembers the
-  accepted record of each id, versioned by batch so a replay decides the same. Then the outbox.
+  record's tweet_id, Kafka position and time, and the outbox values (decide_batch);
+  sparktweet.dedup.FirstSeenStore, a SQLite file beside a local checkpoint (or at ``stream.dedup.path``),
+  names the duplicates and remembers the accepted record of each id, versioned by batch so a replay
+  decides the same. The driver then sends the accepted outbox records itself (an idempotent
+  confluent-kafka producer kept across batches, the Java client's partitioner) and waits for the acks.
 - ``spark``: Spark's streaming deduplication in the query (mark_first_records): one shuffle of the
   scored rows by tweet_id, read twice, once as the records and once by ``dropDuplicatesWithinWatermark``
   (JVM state in the checkpoint), which adds a marker row for each first record; slim_batch trims the
@@ -57,14 +59,17 @@ Spark's default parallelism, i.e. the cores; 0 keeps the source's partitions), `
 (25000), ``deadletter_max_original_bytes`` (262144), ``dedup.enabled`` (true), ``dedup.store``
 (driver), ``dedup.path`` (the driver's file; default ``sparktweet-dedup.sqlite`` in a local
 checkpoint), ``dedup.ttl_s`` (86400), ``max_restarts`` (10 in a row), ``restart_backoff_s`` (2,
-doubling up to ``restart_backoff_max_s``, 60), ``stop_timeout_s`` (60), ``source_options`` and
-``sink_options`` (extra Kafka options, e.g. ``kafka.security.protocol``). With the ``spark`` store, the
-dedup step's parallelism is ``dedup.state_partitions`` (1) for a new checkpoint; an existing checkpoint keeps the number it was
-created with (Spark records it). Each state partition is a task and a state store commit per
-micro-batch, and one key per tweet is little work, so one partition is the cheap default; raise it
-for rates a single task cannot keep up with. It is also the partitions of the shuffled records,
-i.e. the tasks that fill each micro-batch's cache and write its sinks (the model's tasks come before
-the shuffle).
+doubling up to ``restart_backoff_max_s``, 60), ``stop_timeout_s`` (60), ``outbox_timeout_s`` (120:
+how long the driver waits for the broker to acknowledge a batch's outbox records before the batch
+fails and is retried), ``source_options`` and ``sink_options`` (extra Kafka options of Spark's
+source and sinks, e.g. ``kafka.security.protocol``; the driver's outbox producer takes librdkafka
+settings from ``kafka.client`` and ``kafka.producer``). With the ``spark`` store, the dedup step's
+parallelism is ``dedup.state_partitions`` (1) for a new checkpoint; an existing checkpoint keeps the
+number it was created with (Spark records it). Each state partition is a task and a state store
+commit per micro-batch, and one key per tweet is little work, so one partition is the cheap default;
+raise it for rates a single task cannot keep up with. It is also the partitions of the shuffled
+records, i.e. the tasks that fill each micro-batch's cache and write its sinks (the model's tasks
+come before the shuffle).
 
 Examples
 --------
@@ -148,6 +153,7 @@ DEFAULTS: dict[str, Any] = {
     "restart_backoff_s": 2.0,
     "restart_backoff_max_s": 60.0,
     "stop_timeout_s": 60.0,
+    "outbox_timeout_s": 120.0,
     "source_options": {},
     "sink_options": {},
 }
@@ -424,7 +430,7 @@ def batch_summary(batch: DataFrame, metrics: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def decide_batch(batch: DataFrame, store: FirstSeenStore | None, batch_id: int) -> dict[str, Any]:
+def decide_batch(batch: DataFrame, store: FirstSeenStore | None, batch_id: int, outbox: bool = False) -> dict[str, Any]:
     """The duplicate check on the driver, and the counts of :func:`batch_summary`, for a scored batch
     without ``_role``.
 
@@ -432,25 +438,36 @@ def decide_batch(batch: DataFrame, store: FirstSeenStore | None, batch_id: int) 
     whether it failed and whether it wants a ticket; for a persisted batch, the job fills the cache);
     ``store`` (:class:`~sparktweet.dedup.FirstSeenStore`) names the duplicates and remembers the accepted
     records as batch ``batch_id``. ``store=None`` accepts every valid record (``stream.dedup.enabled: false``).
+    With ``outbox``, the same job collects the outbox value of each record that wants a ticket, and the
+    result has ``outbox``: the (key, value) pairs of the accepted ones (:func:`outbox_records`' rows).
     """
-    rows = batch.select(
+    columns = [
         F.when(F.col(_PARSE_ERROR).isNull(), F.col("tweet_id")).alias("id"),
         _position().alias("pos"),
         F.coalesce(F.unix_millis(F.col("kafka_timestamp")), F.lit(0)).alias("ms"),
         F.col("error").isNotNull().alias("failed"),
         F.coalesce(_wants_ticket(), F.lit(False)).alias("ticket"),
-    ).collect()
-    valid = [(r.id, r.pos, r.ms) for r in rows if r.id is not None]
+    ]
+    if outbox:
+        columns.append(F.when(F.col(_PARSE_ERROR).isNull() & _wants_ticket(), _outbox_value()).alias("value"))
+    table = batch.select(*columns).toArrow()
+    ids, positions, times, failed, ticket = (table.column(c).to_pylist() for c in ("id", "pos", "ms", "failed", "ticket"))
+    valid = [(i, p, ms) for i, p, ms in zip(ids, positions, times, strict=True) if i is not None]
     duplicates = store.decide(batch_id, valid) if store is not None else []
     dups = set(duplicates)
-    accepted = [r for r in rows if r.id is not None and r.pos not in dups]
-    parse_errors = len(rows) - len(valid)
-    score_errors = sum(1 for r in accepted if r.failed)
-    return {
-        "rows": len(rows), "parse_errors": parse_errors, "tickets": sum(1 for r in accepted if r.ticket),
+    accepted = [n for n, (i, p) in enumerate(zip(ids, positions, strict=True)) if i is not None and p not in dups]
+    parse_errors = len(ids) - len(valid)
+    score_errors = sum(1 for n in accepted if failed[n])
+    tickets = [n for n in accepted if ticket[n]]
+    out: dict[str, Any] = {
+        "rows": len(ids), "parse_errors": parse_errors, "tickets": len(tickets),
         "accepted": len(accepted), "errors": parse_errors + score_errors,
         "duplicates": len(duplicates), "duplicate_positions": duplicates,
     }
+    if outbox:
+        values = table.column("value").to_pylist()
+        out["outbox"] = [(ids[n].encode(), values[n].encode()) for n in tickets]
+    return out
 
 
 def summarise_batch(batch: DataFrame) -> dict[str, Any]:
@@ -494,9 +511,11 @@ def score_stream(model: Transformer | None, parsed: DataFrame) -> DataFrame:
 
 def outbox_records(scored: DataFrame) -> DataFrame:
     """``key``/``value`` rows for ``replies.outbox``: scored tweets that need a ticket."""
-    return scored.where(F.col(_PARSE_ERROR).isNull() & _wants_ticket()).select(
-        F.col("tweet_id").alias("key"), F.to_json(F.struct(*[F.col(c) for c in OUTBOX_FIELDS])).alias("value")
-    )
+    return scored.where(F.col(_PARSE_ERROR).isNull() & _wants_ticket()).select(F.col("tweet_id").alias("key"), _outbox_value().alias("value"))
+
+
+def _outbox_value() -> Column:
+    return F.to_json(F.struct(*[F.col(c) for c in OUTBOX_FIELDS]))
 
 
 def deadletter_records(scored: DataFrame, max_original_bytes: int = DEFAULTS["deadletter_max_original_bytes"]) -> DataFrame:
@@ -579,6 +598,7 @@ class StreamOptions:
     restart_backoff_s: float = DEFAULTS["restart_backoff_s"]
     restart_backoff_max_s: float = DEFAULTS["restart_backoff_max_s"]
     stop_timeout_s: float = DEFAULTS["stop_timeout_s"]
+    outbox_timeout_s: float = DEFAULTS["outbox_timeout_s"]
     source_options: dict[str, str] = field(default_factory=dict)
     sink_options: dict[str, str] = field(default_factory=dict)
     query_name: str = "sparktweet-stream"
@@ -602,6 +622,7 @@ class StreamOptions:
             "restart_backoff_s": float(_setting(config, "restart_backoff_s")),
             "restart_backoff_max_s": float(_setting(config, "restart_backoff_max_s")),
             "stop_timeout_s": float(_setting(config, "stop_timeout_s")),
+            "outbox_timeout_s": float(_setting(config, "outbox_timeout_s")),
             "source_options": {str(k): str(v) for k, v in (_setting(config, "source_options") or {}).items()},
             "sink_options": {str(k): str(v) for k, v in (_setting(config, "sink_options") or {}).items()},
         }
@@ -859,6 +880,7 @@ class StreamJob:
         self._bootstrap = kafka_io.bootstrap_servers(config)
         self._topics = {name: kafka_io.topic_name(config, name) for name in ("raw", "outbox", "deadletter")}
         self._store: FirstSeenStore | None = None
+        self._producer: Any = None
         #: (batch_id, rows, {step: seconds since the batch began}) of the last batches with data.
         self.recent_timings: deque[tuple[int, int, dict[str, float]]] = deque(maxlen=200)
 
@@ -950,11 +972,13 @@ class StreamJob:
                 counts = batch_summary(raw, observation.get)
             else:
                 # The driver's duplicate check: the first job computes the batch, fills the cache and
-                # collects what the check and the counts need; the outbox is written from the cache.
-                counts = decide_batch(raw, self._store, batch_id)
+                # collects what the check and the counts need, and the outbox values; the driver sends
+                # the accepted ones at once (no Spark job of their own).
+                counts = decide_batch(raw, self._store, batch_id, outbox=True)
                 timings["decided"] = time.monotonic() - began
-                if counts["tickets"]:
-                    self._kafka_write(outbox_records(accepted_records(raw, counts["duplicate_positions"])), self._topics["outbox"])
+                if counts["outbox"]:
+                    kafka_io.send_records(self._outbox_producer(), self._topics["outbox"], counts["outbox"],
+                                          flush_timeout=self.options.outbox_timeout_s)
                 timings["outbox"] = time.monotonic() - began
             rows = counts["rows"]
             if rows == 0:
@@ -1077,6 +1101,16 @@ class StreamJob:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._producer is not None:
+            self._producer.flush(self.options.outbox_timeout_s)
+            self._producer = None
+
+    def _outbox_producer(self) -> Any:
+        """The driver's idempotent producer for ``replies.outbox`` (librdkafka settings from ``kafka:``), kept
+        across micro-batches; the same partitioner as Spark's Kafka sink, so a tweet_id's records share a partition."""
+        if self._producer is None:
+            self._producer = kafka_io.producer(self.config, linger_ms=0)
+        return self._producer
 
     def _idle_for(self, query: StreamingQuery) -> float:
         status = query.status

@@ -197,9 +197,14 @@ def test_duplicates_are_flagged_across_micro_batches(spark, tmp_path, store):
             summary = batch_summary(slim, observation.get)
             assert summarise_batch(slim) == summary  # the same figures from a job of its own
         else:
-            summary = decide_batch(slim, first_seen, batch_id)
+            summary = decide_batch(slim, first_seen, batch_id, outbox=True)
+            sent = summary.pop("outbox")  # what the driver sends: outbox_records' rows of the accepted tweets
+            rows = outbox_records(accepted_records(slim, summary["duplicate_positions"])).collect()
+            assert sorted(sent) == sorted((r.key.encode(), r.value.encode()) for r in rows)
+            outbox.extend(key.decode() for key, _ in sent)
             assert decide_batch(slim, first_seen, batch_id) == summary  # a replay decides the same
-            outbox.extend(r.key for r in outbox_records(accepted_records(slim, summary["duplicate_positions"])).collect())
+            unchecked = decide_batch(slim, None, batch_id)  # stream.dedup.enabled: false
+            assert (unchecked["duplicates"], unchecked["accepted"]) == (0, summary["accepted"] + summary["duplicates"])
         dups = summary["duplicate_positions"]
         accepted.extend(accepted_records(slim, dups).select("kafka_offset", "text", "error").collect())
         rejected.extend(rejected_records(slim, dups).select("kafka_offset", "error", "_stage").collect())
