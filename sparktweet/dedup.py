@@ -18,6 +18,10 @@ watermark that, like Spark's, only moves forward with the data); an expired id i
 Unlike Spark's ``dropDuplicatesWithinWatermark``, a record older than the watermark whose id is not
 remembered is accepted, not dropped.
 
+The file belongs to its checkpoint, since batch ids are the checkpoint's: by default it is inside the
+checkpoint folder, so removing the checkpoint removes it. A new checkpoint with an old ``stream.dedup.path``
+starts the check over (its batch ids restart at 0, and deciding batch 0 forgets every id).
+
 Why not Spark's own streaming deduplication (``stream.dedup.store: spark``, still available): it
 needs the scored rows shuffled by tweet_id, and both the records and the first-record markers read
 that shuffle, so Spark plans, optimizes and generates code for the whole scored plan twice in every

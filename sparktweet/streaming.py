@@ -952,8 +952,9 @@ class StreamJob:
         writer.save()
 
     def process_batch(self, batch: DataFrame, batch_id: int) -> None:
-        """foreachBatch: persist the batch; one job computes it, counts it and writes the outbox; then
-        Parquet and the dead letters at once from the cache."""
+        """foreachBatch: persist the batch; one job computes it and counts it (the driver's store: collects
+        and checks it, then the driver sends the outbox; Spark's: writes the outbox); then Parquet and the
+        dead letters at once from the cache."""
         self._busy.set()
         began = time.monotonic()
         timings: dict[str, float] = {}
@@ -1021,7 +1022,8 @@ class StreamJob:
         timings["unpersisted"] = time.monotonic() - began
         self.recent_timings.append((batch_id, rows, timings))
         log.debug("batch %d: %s; seconds since start when done: %s", batch_id,
-                  {k: v for k, v in counts.items() if k != "duplicate_positions"}, {k: round(v, 2) for k, v in timings.items()})
+                  {k: v for k, v in counts.items() if k not in ("duplicate_positions", "outbox")},
+                  {k: round(v, 2) for k, v in timings.items()})
 
     def start(self) -> StreamingQuery:
         """Start (or restart from the checkpoint) the query; returns the running StreamingQuery."""
