@@ -19,8 +19,10 @@ Unlike Spark's ``dropDuplicatesWithinWatermark``, a record older than the waterm
 remembered is accepted, not dropped.
 
 The file belongs to its checkpoint, since batch ids are the checkpoint's: by default it is inside the
-checkpoint folder, so removing the checkpoint removes it. A new checkpoint with an old ``stream.dedup.path``
-starts the check over (its batch ids restart at 0, and deciding batch 0 forgets every id).
+checkpoint folder, so removing the checkpoint removes it. Spark runs batch ``N + 1`` only after batch ``N`` is
+committed, so the file is never more than the batch being decided ahead; a file with decisions of a later
+batch belongs to another checkpoint (an old ``stream.dedup.path`` with a new or reset checkpoint), and
+:meth:`FirstSeenStore.decide` refuses it with :class:`DedupStateError` rather than forget its ids.
 
 Why not Spark's own streaming deduplication (``stream.dedup.store: spark``, still available): it
 needs the scored rows shuffled by tweet_id, and both the records and the first-record markers read
@@ -49,6 +51,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Self
 
+from sparktweet.errors import ConfigError
+
 #: Kafka partition in the top bits of a position, the offset below (as streaming._position computes it).
 PARTITION_SHIFT = 44
 _CHUNK = 500  # ids per SQLite lookup (below SQLite's default limit of host parameters)
@@ -64,6 +68,10 @@ CREATE INDEX IF NOT EXISTS first_seen_batch ON first_seen (batch_id);
 CREATE INDEX IF NOT EXISTS first_seen_time ON first_seen (kafka_ms);
 CREATE TABLE IF NOT EXISTS batches (batch_id INTEGER PRIMARY KEY, max_kafka_ms INTEGER NOT NULL);
 """
+
+
+class DedupStateError(ConfigError):
+    """The duplicate check's file holds decisions of a later batch than the query's: another checkpoint's."""
 
 
 def position(partition: int, offset: int) -> int:
@@ -138,6 +146,13 @@ class FirstSeenStore:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
+                newest = db.execute("SELECT max(batch_id) FROM batches").fetchone()[0]
+                if newest is not None and newest > batch_id:
+                    raise DedupStateError(
+                        f"The duplicate check's file {self.path} holds decisions of batch {newest}, but the query is at batch "
+                        f"{batch_id}: the file belongs to another checkpoint (or the checkpoint was reset). Remove the file "
+                        "to start the check over, or set stream.dedup.path to this checkpoint's own file."
+                    )
                 db.execute("DELETE FROM first_seen WHERE batch_id >= ?", (batch_id,))
                 db.execute("DELETE FROM batches WHERE batch_id >= ?", (batch_id,))
                 watermark = self._watermark(batch_id)

@@ -107,7 +107,7 @@ from pyspark.sql.streaming.listener import JStreamingQueryListener, QueryProgres
 
 from sparktweet import kafka_io
 from sparktweet.config import get
-from sparktweet.dedup import FirstSeenStore
+from sparktweet.dedup import DedupStateError, FirstSeenStore
 from sparktweet.errors import ConfigError
 from sparktweet.records import CANONICAL_SCHEMA, to_canonical
 from sparktweet.scoring import OUTPUT_COLUMNS, enrich
@@ -881,6 +881,7 @@ class StreamJob:
         self._topics = {name: kafka_io.topic_name(config, name) for name in ("raw", "outbox", "deadletter")}
         self._store: FirstSeenStore | None = None
         self._producer: Any = None
+        self._fatal: BaseException | None = None
         #: (batch_id, rows, {step: seconds since the batch began}) of the last batches with data.
         self.recent_timings: deque[tuple[int, int, dict[str, float]]] = deque(maxlen=200)
 
@@ -975,7 +976,13 @@ class StreamJob:
                 # The driver's duplicate check: the first job computes the batch, fills the cache and
                 # collects what the check and the counts need, and the outbox values; the driver sends
                 # the accepted ones at once (no Spark job of their own).
-                counts = decide_batch(raw, self._store, batch_id, outbox=True)
+                try:
+                    counts = decide_batch(raw, self._store, batch_id, outbox=True)
+                except DedupStateError as exc:
+                    # Restarting cannot help: stop, and run() raises it.
+                    self._fatal = exc
+                    self._stop.set()
+                    raise
                 timings["decided"] = time.monotonic() - began
                 if counts["outbox"]:
                     kafka_io.send_records(self._outbox_producer(), self._topics["outbox"], counts["outbox"],
@@ -1165,6 +1172,8 @@ class StreamJob:
         finally:
             self.stop()
             self._remove_listener()
+        if self._fatal is not None:
+            raise self._fatal
         log.info("stream job done: %s", self.stats.as_dict())
         return self.stats
 

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from sparktweet.dedup import FirstSeenStore, position
+from sparktweet.dedup import DedupStateError, FirstSeenStore, position
 
 HOUR_MS = 3_600_000
 
@@ -83,6 +83,18 @@ def test_many_ids_in_one_batch(tmp_path):
         assert store.decide(0, records) == []
         again = [(str(i), position(3, i), 2000) for i in range(0, 5000, 7)]
         assert store.decide(1, again) == sorted(p for _, p, _ in again)
+
+
+def test_a_file_ahead_of_the_query_belongs_to_another_checkpoint(tmp_path):
+    with FirstSeenStore(str(tmp_path / "d.sqlite"), ttl_s=3600) as store:
+        store.decide(0, [("11", 0, 1000)])
+        store.decide(3, [("12", 1, 1000)])
+        assert store.decide(3, [("12", 1, 1000)]) == []  # a replay of the latest batch is fine
+        # A new or reset checkpoint starts again at batch 0: refused, and nothing is forgotten.
+        with pytest.raises(DedupStateError, match=r"holds decisions of batch 3, but the query is at batch 0"):
+            store.decide(0, [("13", 0, 1000)])
+        assert len(store) == 2
+        assert store.decide(4, [("11", 7, 2000), ("12", 8, 2000)]) == [7, 8]
 
 
 def test_bad_settings_are_refused(tmp_path):

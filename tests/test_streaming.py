@@ -33,7 +33,7 @@ from pyspark.sql.streaming.listener import StreamingQueryProgress
 from sparktweet import kafka_broker as broker
 from sparktweet.cli import SAMPLE, main
 from sparktweet.config import load_config
-from sparktweet.dedup import FirstSeenStore
+from sparktweet.dedup import DedupStateError, FirstSeenStore
 from sparktweet.demo import read_since
 from sparktweet.errors import ConfigError
 from sparktweet.kafka_io import KafkaError, encode_tweet, ensure_topics, producer, topic_name
@@ -688,6 +688,28 @@ def test_sigkill_mid_replay_then_restart_from_the_checkpoint(spark, kafka_broker
     needing = {r.tweet_id for r in scored.where("needs_ticket").collect()}
     assert set(outbox) == needing
     assert all(len(set(ids)) == 1 for ids in outbox.values()), "a duplicate must carry the same ticket ID"
+
+
+@pytest.mark.kafka
+def test_a_dedup_file_of_another_checkpoint_stops_the_job_with_its_reason(spark, kafka_broker, tmp_path):
+    path = tmp_path / "first-seen.sqlite"
+    config = _stream_config(kafka_broker["kafka"]["bootstrap_servers"], f"stream.dedup.path={path}")
+    good = _good(6)
+    _produce(config, [(g["tweet_id"].encode(), encode_tweet(g)) for g in good[:3]])
+    job = run_stream(spark, config, None, str(tmp_path / "out"), str(tmp_path / "ck1"), until_idle=3, max_seconds=300,
+                     handle_signals=False)
+    assert job.stats.parquet_rows == 3
+    with FirstSeenStore(str(path), ttl_s=86_400) as store:
+        assert len(store) == 3
+        store.decide(7, [("1", 1 << 50, 0)])  # the first checkpoint's stream went on to batch 7
+    _produce(config, [(g["tweet_id"].encode(), encode_tweet(g)) for g in good[3:]])
+    began = time.monotonic()
+    with pytest.raises(DedupStateError, match=r"holds decisions of batch 7, but the query is at batch 0"):
+        run_stream(spark, config, None, str(tmp_path / "out"), str(tmp_path / "ck2"), until_idle=30, max_seconds=300,
+                   handle_signals=False)
+    assert time.monotonic() - began < 60  # stopped at once, not restarted max_restarts times
+    with FirstSeenStore(str(path), ttl_s=86_400) as store:
+        assert len(store) == 4  # nothing forgotten
 
 
 @pytest.mark.kafka
