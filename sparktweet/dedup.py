@@ -53,7 +53,7 @@ from typing import Self
 
 from sparktweet.errors import ConfigError
 
-#: Kafka partition in the top bits of a position, the offset below (as streaming._position computes it).
+#: Kafka partition in the top bits of a position, the offset below (streaming._position is the same as a Column).
 PARTITION_SHIFT = 44
 _CHUNK = 500  # ids per SQLite lookup (below SQLite's default limit of host parameters)
 

@@ -107,7 +107,7 @@ from pyspark.sql.streaming.listener import JStreamingQueryListener, QueryProgres
 
 from sparktweet import kafka_io
 from sparktweet.config import get
-from sparktweet.dedup import DedupStateError, FirstSeenStore
+from sparktweet.dedup import PARTITION_SHIFT, DedupStateError, FirstSeenStore
 from sparktweet.errors import ConfigError
 from sparktweet.records import CANONICAL_SCHEMA, to_canonical
 from sparktweet.scoring import OUTPUT_COLUMNS, enrich
@@ -327,8 +327,8 @@ def slim_batch(batch: DataFrame) -> DataFrame:
 
 
 def _position() -> Column:
-    """A record's Kafka position in the topic as one long (partition in the top bits)."""
-    return F.shiftleft(F.col("kafka_partition").cast("long"), 44) + F.col("kafka_offset")
+    """A record's Kafka position in the topic as one long (partition in the top bits; sparktweet.dedup.position)."""
+    return F.shiftleft(F.col("kafka_partition").cast("long"), PARTITION_SHIFT) + F.col("kafka_offset")
 
 
 def _duplicate_reason(late: bool) -> Column:
