@@ -61,6 +61,7 @@ sys.path.insert(0, ROOT)  # runs from a checkout without `pip install -e .`
 from sparktweet import kafka_broker, kafka_io
 from sparktweet.config import load_config
 from sparktweet.replay import read_dump
+from sparktweet.streaming import DEDUP_STORES
 
 log = logging.getLogger("stream_latency")
 #: Issue 4's floors, for the model variant at 200 tweets/s: produce -> outbox p50 and p99 (seconds),
@@ -461,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
                         help="extra Spark setting for the session (repeatable), e.g. spark.sql.codegen.wholeStage=false")
     parser.add_argument("--no-dedup", action="store_true", help="run without the duplicate-id state")
-    parser.add_argument("--dedup-store", choices=["driver", "spark"], default="driver",
+    parser.add_argument("--dedup-store", choices=DEDUP_STORES, default=DEDUP_STORES[0],
                         help="the duplicate check's state: the driver's SQLite file, or Spark's streaming deduplication")
     parser.add_argument("--texts", help="CSV with a text column (e.g. Tweets.csv) instead of the bundled sample")
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")

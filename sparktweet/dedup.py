@@ -172,6 +172,9 @@ class FirstSeenStore:
                 if watermark is not None:
                     # Expired for this batch, so for every later one (the watermark never goes back).
                     db.execute("DELETE FROM first_seen WHERE kafka_ms < ? AND batch_id < ?", (watermark, batch_id))
+                    # Of the earlier batches' rows, the watermark (and a replay of this batch) needs only the
+                    # newest time: the table stays a few rows long instead of one per batch.
+                    db.execute("DELETE FROM batches WHERE batch_id < ? AND max_kafka_ms < ?", (batch_id, watermark + self.ttl_ms))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

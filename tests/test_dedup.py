@@ -68,6 +68,16 @@ def test_ids_expire_a_ttl_after_the_newest_accepted_record(tmp_path):
         assert len(store) == 3
 
 
+def test_the_batches_table_stays_short(tmp_path):
+    with FirstSeenStore(str(tmp_path / "d.sqlite"), ttl_s=3600) as store:
+        for batch in range(200):
+            assert store.decide(batch, [(str(batch), batch, 1000 * batch)]) == []
+        # The watermark needs only the newest time of the earlier batches, not a row per batch.
+        assert store._db.execute("SELECT count(*) FROM batches").fetchone()[0] <= 2
+        assert store.watermark_ms() == 199_000 - 3_600_000
+        assert store.decide(199, [("199", 199, 199_000), ("5", 500, 199_000)]) == [500]  # a replay decides the same
+
+
 def test_expiry_replays_the_same(tmp_path):
     with FirstSeenStore(str(tmp_path / "d.sqlite"), ttl_s=3600) as store:
         store.decide(0, [("a", 0, 0)])
