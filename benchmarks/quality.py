@@ -146,7 +146,16 @@ def sentiment_lstm(train: pd.DataFrame, evaluate: pd.DataFrame, overrides: dict[
         column = "lstm_mark_tokens"
     log.info("sentiment LSTM on %s: %s", column, kwargs)
     start = time.monotonic()
-    clf, history = TextClassifier.train(train[column].tolist(), train["airline_sentiment"].tolist(), SENTIMENTS, verbose=0, **kwargs)
+    texts, tokenize = None, None
+    if column != "tokens":  # as the stage: the teacher reads the raw text when the LSTM does
+        texts = train["text"].tolist()
+        pre = default_preprocessor(keep_stop_words=True, keep_marks=column == "lstm_mark_tokens")
+
+        def tokenize(rows):
+            return [pre.tokenize(t) for t in rows]
+
+    clf, history = TextClassifier.train(train[column].tolist(), train["airline_sentiment"].tolist(), SENTIMENTS, verbose=0,
+                                        teacher_texts=texts, tokenize=tokenize, **kwargs)
     seconds = time.monotonic() - start
     pred, _ = clf.predict(evaluate[column].tolist())
     metrics = classification_metrics(evaluate["airline_sentiment"].tolist(), pred, SENTIMENTS)

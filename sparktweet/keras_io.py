@@ -11,7 +11,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -167,12 +167,21 @@ def _class_weights(y: np.ndarray, num_classes: int, how: str) -> dict[int, float
 
 
 def teacher_probabilities(token_lists: Sequence[Sequence[str]], y: np.ndarray, num_classes: int, folds: int = 5,
-                          seed: int = 13, c: float = 3.0) -> np.ndarray | None:
+                          seed: int = 13, c: float = 3.0, vectors: np.ndarray | None = None,
+                          vectors_c: float = 10.0, extra: tuple | None = None):
     """Out-of-fold class probabilities of a TF-IDF (word 1-2-grams + char 2-5-grams) logistic regression.
 
     Each row's probabilities come from a model fitted on the other folds only, so they say how a
     different kind of model sees that row rather than echo its label. None when the data are too
     small for that (a class with fewer than two rows, or no n-gram seen twice in a fold).
+
+    ``vectors`` (one row per text, e.g. a pretrained sentence encoder's, see
+    :mod:`sparktweet.sentence_encoder`): a second logistic regression (``vectors_c``) on them is fitted
+    on the same folds, and the teacher is the mean of the two models' probabilities.
+
+    ``extra`` = (token lists, vectors or None, source row of each): more rows, such as altered copies of
+    the training rows (:func:`augment_texts`), each scored by the fold model that did not see its
+    source row. The result is then the pair (probabilities of the rows, of the extra rows).
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -181,6 +190,11 @@ def teacher_probabilities(token_lists: Sequence[Sequence[str]], y: np.ndarray, n
 
     texts = np.array([" ".join(t) for t in token_lists], dtype=object)
     out = np.full((len(texts), num_classes), 1.0 / num_classes, dtype="float32")
+    extra_out = None
+    if extra is not None:
+        extra_texts = np.array([" ".join(t) for t in extra[0]], dtype=object)
+        extra_vectors, extra_source = extra[1], np.asarray(extra[2])
+        extra_out = np.full((len(extra_texts), num_classes), 1.0 / num_classes, dtype="float32")
     counts = np.bincount(y, minlength=num_classes)
     folds = min(folds, int(counts[counts > 0].min())) if len(y) else 0
     if folds < 2:
@@ -198,9 +212,52 @@ def teacher_probabilities(token_lists: Sequence[Sequence[str]], y: np.ndarray, n
         except ValueError as exc:  # e.g. an empty vocabulary on a tiny training set
             log.warning("distillation teacher could not be fitted (%s); training on the labels alone", exc)
             return None
-        probs = model.predict_proba(texts[held_idx])
-        out[np.ix_(held_idx, model.classes_)] = probs
-    return out
+        dense = None
+        if vectors is not None:
+            dense = LogisticRegression(C=vectors_c, max_iter=3000).fit(vectors[fit_idx], y[fit_idx])
+
+        def predict(rows_texts, rows_vectors, model=model, dense=dense):
+            probs = np.zeros((len(rows_texts), num_classes), dtype="float64")
+            probs[:, model.classes_] = model.predict_proba(rows_texts)
+            if dense is not None:
+                second = np.zeros_like(probs)
+                second[:, dense.classes_] = dense.predict_proba(rows_vectors)
+                probs = (probs + second) / 2.0
+            return probs
+
+        out[held_idx] = predict(texts[held_idx], None if vectors is None else vectors[held_idx])
+        if extra_out is not None:
+            rows = np.flatnonzero(np.isin(extra_source, held_idx))
+            if len(rows):
+                extra_out[rows] = predict(extra_texts[rows], None if extra_vectors is None else extra_vectors[rows])
+    return out if extra is None else (out, extra_out)
+
+
+def augment_texts(texts: Sequence[str], copies: int, seed: int = 13, drop: float = 0.15,
+                  span: float = 0.3) -> tuple[list[str], np.ndarray]:
+    """``copies`` altered copies of each text, and the index of each copy's source text.
+
+    Each copy drops every word with probability ``drop`` (keeping at least one), and with probability
+    ``span`` first keeps only a random run of at least 60 % of the words: the distillation transfer
+    set of Tang et al. (2019), "Distilling task-specific knowledge from BERT into simple neural networks".
+    """
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    source: list[int] = []
+    for i, text in enumerate(texts):
+        words = (text or "").split()
+        for _ in range(copies):
+            w = words
+            if len(w) > 4 and rng.random() < span:
+                length = int(rng.integers(int(np.ceil(0.6 * len(w))), len(w) + 1))
+                start = int(rng.integers(0, len(w) - length + 1))
+                w = w[start : start + length]
+            keep = rng.random(len(w)) >= drop
+            if len(w) and not keep.any():
+                keep[int(rng.integers(0, len(w)))] = True
+            out.append(" ".join(word for word, k in zip(w, keep) if k))
+            source.append(i)
+    return out, np.array(source, dtype="int64")
 
 
 def _average(members: list):
@@ -250,6 +307,10 @@ class TextClassifier:
         student: bool = False,
         student_weight: float = 1.0,
         student_epochs: int | None = None,
+        teacher_encoder: str = "",
+        teacher_texts: Sequence[str] | None = None,
+        augment: int = 0,
+        tokenize: Callable[[Sequence[str]], list[list[str]]] | None = None,
         verbose: int = 2,
     ) -> tuple["TextClassifier", dict]:
         """Fit on tokenised texts; returns the classifier and its training history (per epoch).
@@ -262,6 +323,17 @@ class TextClassifier:
         ``distill`` > 0 trains on soft targets, ``(1 - distill) * one-hot + distill * teacher``, where the
         teacher is a TF-IDF + logistic regression model's out-of-fold probabilities on the training rows
         (:func:`teacher_probabilities`): the LSTM stays the model, the teacher only shapes its targets.
+        ``teacher_encoder`` (with ``distill``): ``"default"`` (the packaged MiniLM) or a model directory of a
+        pretrained sentence encoder (:class:`sparktweet.sentence_encoder.SentenceEncoder`); its vectors of
+        ``teacher_texts`` (the raw texts, one per row; default the tokens joined by spaces) give the
+        teacher a second logistic regression, so knowledge from far more text than the training rows
+        shapes the targets. The encoder is used at training time only: the model is still the LSTM.
+        ``augment`` (with ``distill``): the model that is kept (the student, else each LSTM) also learns
+        from that many altered copies of each training row (:func:`augment_texts`: words dropped, spans
+        cut), whose targets are the teacher's probabilities from the fold model that did not see the
+        source row (for a student, mixed with the ensemble's by ``student_weight``, as for the rows).
+        ``tokenize`` turns the altered raw texts into tokens as the rows' were made; without it (or
+        without ``teacher_texts``) the joined tokens are altered.
         ``label_smoothing`` smooths the targets towards uniform.
 
         ``student`` (with ``ensemble`` > 1) distils the ensemble into one LSTM: the members are trained
@@ -290,16 +362,48 @@ class TextClassifier:
             valence = np.concatenate([np.zeros(2, dtype="float32"), valences(vocab.words)])
         soft = distill > 0 or label_smoothing > 0
         targets = y[tr_idx]
+        distil = student and ensemble > 1
+        transfer = None  # (encoded altered copies, their teacher probabilities) for the model that is kept
         if soft:
             targets = np.eye(len(classes), dtype="float32")[y[tr_idx]]
             if distill > 0:
-                teacher = teacher_probabilities([token_lists[i] for i in tr_idx], y[tr_idx], len(classes), seed=seed)
+                texts = list(teacher_texts) if teacher_texts is not None else [" ".join(t) for t in token_lists]
+                if len(texts) != len(token_lists):
+                    raise ValueError(f"teacher_texts has {len(texts)} rows for {len(token_lists)} token lists")
+                fit_texts = [texts[i] for i in tr_idx]
+                altered, altered_tokens, source = [], [], np.zeros(0, dtype="int64")
+                if augment > 0:
+                    altered, source = augment_texts(fit_texts, augment, seed=seed)
+                    from_text = tokenize is not None and teacher_texts is not None
+                    altered_tokens = tokenize(altered) if from_text else [t.split() for t in altered]
+                vectors = altered_vectors = None
+                if teacher_encoder:
+                    from sparktweet.sentence_encoder import SentenceEncoder
+
+                    encoder = SentenceEncoder(None if teacher_encoder == "default" else teacher_encoder)
+                    vectors = encoder.encode(fit_texts)
+                    altered_vectors = encoder.encode(altered) if augment > 0 else None
+                teacher = teacher_probabilities([token_lists[i] for i in tr_idx], y[tr_idx], len(classes), seed=seed, vectors=vectors,
+                                                extra=(altered_tokens, altered_vectors, source) if augment > 0 else None)
+                if teacher is not None and augment > 0:
+                    teacher, altered_teacher = teacher
+                    transfer = (vocab.encode(altered_tokens, max_len), altered_teacher)
                 if teacher is not None:
                     targets = (1.0 - distill) * targets + distill * teacher
         sample_weight = None if weights is None else np.array([weights[int(c)] for c in y[tr_idx]], dtype="float32")
-        distil = student and ensemble > 1
 
-        def fit_one(matrix, fit_targets, soft_targets: bool, name: str | None, run_epochs: int):
+        def with_transfer(row_targets: np.ndarray, altered_targets: np.ndarray):
+            """(targets, True, inputs, sample weights) of the training rows followed by the altered copies."""
+            fit_x = np.concatenate([x[tr_idx], transfer[0]])
+            fit_targets = np.concatenate([row_targets, altered_targets]).astype("float32")
+            fit_weight = None
+            if weights is not None:
+                altered_weight = np.array([weights[int(c)] for c in altered_targets.argmax(axis=1)], dtype="float32")
+                fit_weight = np.concatenate([sample_weight, altered_weight])
+            return fit_targets, True, fit_x, fit_weight
+
+        def fit_one(matrix, fit_targets, soft_targets: bool, fit_x=None, fit_weight=None, name: str | None = None,
+                    run_epochs: int = epochs):
             """One LSTM fitted on ``fit_targets``; returns an uncompiled copy and its history (Keras seeded by the caller)."""
             model = build_lstm(
                 len(vocab), len(classes), matrix, embedding_dim=embedding_dim, units=units, dropout=dropout,
@@ -317,12 +421,12 @@ class TextClassifier:
                 validation = (x[val_idx], np.eye(len(classes), dtype="float32")[y[val_idx]] if soft_targets else y[val_idx])
                 callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True))
             fitted = model.fit(
-                x[tr_idx],
+                x[tr_idx] if fit_x is None else fit_x,
                 fit_targets,
                 validation_data=validation,
                 epochs=run_epochs,
                 batch_size=batch_size,
-                sample_weight=sample_weight,
+                sample_weight=sample_weight if fit_x is None else fit_weight,
                 callbacks=callbacks,
                 verbose=verbose,
             )
@@ -344,7 +448,11 @@ class TextClassifier:
                 matrix = embedding_matrix(vocab.index, vectors, embedding_dim, seed=member_seed)
             if member == 0:
                 first_matrix = matrix
-            inference, fitted = fit_one(matrix, targets, soft, f"lstm_{member}" if ensemble > 1 else None, epochs)
+            name = f"lstm_{member}" if ensemble > 1 else None
+            if transfer is not None and not distil:  # the altered copies go to the model that is kept
+                inference, fitted = fit_one(matrix, *with_transfer(targets, transfer[1]), name=name)
+            else:
+                inference, fitted = fit_one(matrix, targets, soft, name=name)
             members.append(inference)
             prefix = f"member{member}_" if ensemble > 1 else ""
             history.update({prefix + k: v for k, v in fitted.items()})
@@ -354,7 +462,13 @@ class TextClassifier:
             hard = targets if soft else np.eye(len(classes), dtype="float32")[targets]
             student_targets = (1.0 - student_weight) * hard + student_weight * ensemble_probs
             keras.utils.set_random_seed(seed + 7777)
-            model, fitted = fit_one(first_matrix, student_targets, True, None, student_epochs or epochs)
+            if transfer is not None:
+                # As for the training rows, with the teacher in place of the labels.
+                altered_ensemble = np.asarray(model.predict(transfer[0], batch_size=1024, verbose=0))
+                altered_targets = (1.0 - student_weight) * transfer[1] + student_weight * altered_ensemble
+                model, fitted = fit_one(first_matrix, *with_transfer(student_targets, altered_targets), run_epochs=student_epochs or epochs)
+            else:
+                model, fitted = fit_one(first_matrix, student_targets, True, run_epochs=student_epochs or epochs)
             history.update({"student_" + k: v for k, v in fitted.items()})
         return cls(model, vocab, classes, max_len), history
 

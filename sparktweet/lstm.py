@@ -76,6 +76,18 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
         "Weight of a TF-IDF + logistic regression teacher's out-of-fold probabilities in the training targets (0 = plain labels).",
         typeConverter=TypeConverters.toFloat,
     )
+    teacherEncoder: Param[str] = Param(
+        Params._dummy(), "teacherEncoder",
+        "With distill > 0: '' (TF-IDF teacher alone), 'default' (also a logistic regression on the packaged MiniLM sentence "
+        "encoder's vectors of the raw text, training only; needs the 'train' extra) or a model directory of such an encoder.",
+        typeConverter=TypeConverters.toString,
+    )
+    augment: Param[int] = Param(
+        Params._dummy(), "augment",
+        "With distill > 0: altered copies (words dropped, spans cut) of each training row that the kept LSTM also learns, "
+        "with the teacher's out-of-fold probabilities as targets (0 = none).",
+        typeConverter=TypeConverters.toInt,
+    )
     labelSmoothing: Param[float] = Param(Params._dummy(), "labelSmoothing", "Label smoothing of the training loss (0 = none).", typeConverter=TypeConverters.toFloat)
     pooling: Param[str] = Param(
         Params._dummy(), "pooling", "How the BiLSTM's outputs become one vector: 'last', 'last_mean' or 'attention'.",
@@ -96,6 +108,7 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
             labels=[], maxLen=40, vocabSize=8000, embeddingDim=64, lstmUnits=64, epochs=6,
             validationFraction=0.1, classWeight="balanced", pretrainEmbeddings=True, seed=13, tfThreads=1, keepStopWords=False,
             ensembleSize=1, ensembleStudent=False, pooling="last", lexicon=False, distill=0.0, labelSmoothing=0.0, keepMarks=False,
+            teacherEncoder="", augment=0,
         )
 
     def getLabelCol(self) -> str:
@@ -122,6 +135,8 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
             "lexicon": self.getOrDefault(self.lexicon),
             "distill": self.getOrDefault(self.distill),
             "label_smoothing": self.getOrDefault(self.labelSmoothing),
+            "teacher_encoder": self.getOrDefault(self.teacherEncoder),
+            "augment": self.getOrDefault(self.augment),
         }
 
     def _input(self, dataset: DataFrame) -> str:
@@ -269,7 +284,16 @@ class LstmClassifier(Estimator, _LstmParams):
         if unknown:
             raise InputError(f"{type(self).__name__}: labels {unknown} are not among the configured labels {order}.")
         log.info("%s: training on %d rows, classes %s", type(self).__name__, len(labels), order)
-        clf, history = TextClassifier.train(tokens, labels, order, **self.trainKwargs())
+        # The teacher's sentence encoder reads the raw text when the LSTM does.
+        texts, tokenize = None, None
+        if self.getOrDefault(self.keepStopWords):
+            texts = pdf["input"].tolist()
+            marks = self._marks()
+
+            def tokenize(rows):
+                return _text_tokens(rows, marks)
+
+        clf, history = TextClassifier.train(tokens, labels, order, teacher_texts=texts, tokenize=tokenize, **self.trainKwargs())
         path = new_artifact_dir(type(self).__name__.lower())
         clf.save(path)
         model = self._model_class()

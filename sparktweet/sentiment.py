@@ -89,6 +89,8 @@ class SentimentClassifier(LstmClassifier, _SentimentParams):
         distill: float = 0.5,
         labelSmoothing: float = 0.0,
         keepMarks: bool = True,
+        teacherEncoder: str = "",
+        augment: int = 0,
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)

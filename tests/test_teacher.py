@@ -1,0 +1,143 @@
+"""The sentiment teacher's pretrained knowledge: the MiniLM sentence encoder, altered copies, teacher probabilities on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparktweet.errors import ModelError
+from sparktweet.keras_io import TextClassifier, augment_texts, teacher_probabilities
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from sparktweet.sentence_encoder import SentenceEncoder
+
+    # The packaged model (requirements-nodeps.txt): CI installs it, so a missing package fails here loudly.
+    return SentenceEncoder()
+
+
+def test_the_encoder_puts_paraphrases_together(encoder):
+    # Three pairs of paraphrases that share hardly a word.
+    vectors = encoder.encode([
+        "my bag was lost on the flight",
+        "the airline misplaced my luggage",
+        "the seat was comfortable and the crew friendly",
+        "the cabin staff were lovely and my chair was roomy",
+        "I want a refund for my cancelled trip",
+        "please give me my money back, you cancelled",
+    ])
+    assert vectors.shape == (6, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    sim = vectors @ vectors.T
+    np.fill_diagonal(sim, -1.0)
+    # Each sentence is nearest to its paraphrase, by a margin: that needs the real weights run the
+    # right way (a wrong layer order, mask or pooling scrambles these neighbours).
+    twin = np.array([1, 0, 3, 2, 5, 4])
+    assert sim.argmax(axis=1).tolist() == twin.tolist()
+    for row in range(6):
+        others = np.delete(sim[row], [row, twin[row]])
+        assert sim[row, twin[row]] > others.max() + 0.15
+
+
+def test_the_encoder_ignores_batching_and_padding(encoder):
+    texts = ["late again", "@united you lost my bag and nobody answers the phone, three days now", "", None, "ok"]
+    together = encoder.encode(texts)
+    alone = np.vstack([encoder.encode([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(together[2], together[3], atol=1e-6)  # None reads as ''
+    assert encoder.encode([]).shape == (0, 384)
+
+
+def test_the_encoder_refuses_a_directory_that_is_not_one(tmp_path):
+    from sparktweet.sentence_encoder import SentenceEncoder
+
+    with pytest.raises(ModelError, match="missing config.json, model.safetensors, tokenizer.json"):
+        SentenceEncoder(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(ModelError, match="is not 'bert'"):
+        SentenceEncoder(tmp_path)
+
+
+def test_altered_copies_drop_words_and_keep_their_order():
+    texts = ["one two three four five six seven eight", "solo", ""]
+    altered, source = augment_texts(texts, 4, seed=3)
+    assert len(altered) == 12 and source.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    for text, src in zip(altered, source):
+        words = text.split()
+        original = texts[src].split()
+        positions = [original.index(w) for w in words]
+        assert positions == sorted(positions)  # a subsequence of its source
+        assert (len(words) >= 1) == bool(original)  # never emptied, unless empty
+    assert any(len(t.split()) < 8 for t in altered[:4])
+    again, _ = augment_texts(texts, 4, seed=3)
+    assert again == altered
+    assert augment_texts(texts, 4, seed=4)[0] != altered
+
+
+def test_teacher_scores_a_copy_with_the_fold_model_that_did_not_see_its_source():
+    rng = np.random.default_rng(0)
+    tokens = [[f"w{i}", f"v{i % 7}", "x"] for i in range(200)]
+    y = rng.integers(0, 3, size=200)
+    vectors = rng.normal(size=(200, 5)).astype("float32")
+    # Exact copies: the fold model that held out the source gives the copy the source's own probabilities.
+    source = np.arange(0, 200, 3)
+    base = teacher_probabilities(tokens, y, 3, vectors=vectors)
+    probs, extra = teacher_probabilities(tokens, y, 3, vectors=vectors, extra=([tokens[i] for i in source], vectors[source], source))
+    np.testing.assert_allclose(probs, base, atol=1e-6)
+    np.testing.assert_allclose(extra, probs[source], atol=1e-6)
+    # Vectors count: the same rows without them give other probabilities.
+    assert np.abs(teacher_probabilities(tokens, y, 3) - base).max() > 1e-3
+
+
+def test_training_with_the_encoder_teacher_and_altered_copies_learns(tmp_path):
+    texts = ["good great thanks so much", "bad awful not late again", "flight today when is it"] * 30
+    tokens = [t.split() for t in texts]
+    labels = ["positive", "negative", "neutral"] * 30
+    calls = []
+
+    def tokenize(rows):
+        calls.append(len(rows))
+        return [r.split() for r in rows]
+
+    clf, history = TextClassifier.train(tokens, labels, epochs=12, ensemble=2, student=True, student_weight=0.0, distill=0.5,
+                                        teacher_encoder="default", teacher_texts=texts, augment=2, tokenize=tokenize,
+                                        embedding_dim=8, units=8, validation_fraction=0.0, verbose=0)
+    assert calls == [180]  # two altered copies of each of the 90 rows, tokenised once
+    assert "student_loss" in history
+    assert clf.predict(tokens[:3])[0] == ["positive", "negative", "neutral"]
+    clf.save(str(tmp_path))
+    assert TextClassifier.load(str(tmp_path)).predict(tokens[:3])[0] == ["positive", "negative", "neutral"]
+
+
+def test_teacher_texts_must_match_the_rows():
+    with pytest.raises(ValueError, match="teacher_texts has 2 rows for 3 token lists"):
+        TextClassifier.train([["a"], ["b"], ["c"]], ["x", "y", "x"], distill=0.5, teacher_texts=["a", "b"], epochs=1, verbose=0)
+
+
+
+def test_the_sentiment_stage_gives_the_teacher_the_raw_text_and_its_tokeniser(spark, monkeypatch):
+    import sparktweet.keras_io as keras_io
+    from sparktweet.sentiment import SentimentClassifier
+
+    seen = {}
+    real = keras_io.TextClassifier.train.__func__
+
+    def spy(cls, token_lists, labels, *args, **kwargs):
+        seen.update(kwargs)
+        seen["tokenised"] = kwargs["tokenize"](["so GOOD, thank you!"])
+        return real(cls, token_lists, labels, *args, **kwargs)
+
+    monkeypatch.setattr(keras_io.TextClassifier, "train", classmethod(spy))
+    texts = [("so good, thank you", "positive"), ("it is not good at all", "negative"), ("what time is it", "neutral")] * 30
+    df = spark.createDataFrame([(str(i), t, ["x"], lbl) for i, (t, lbl) in enumerate(texts)],
+                               "tweet_id string, text string, tokens array<string>, airline_sentiment string")
+    model = SentimentClassifier(epochs=15, lstmUnits=8, embeddingDim=8, maxLen=8, validationFraction=0.0, ensembleSize=1,
+                                teacherEncoder="default", augment=1).fit(df)
+    assert seen["teacher_encoder"] == "default" and seen["augment"] == 1
+    assert sorted(seen["teacher_texts"]) == sorted(t for t, _ in texts)  # the raw text, not the tokens column
+    assert seen["tokenised"] == [["so", "good", "thank", "you", "xexcl"]]  # as the stage reads text (keepMarks)
+    out = {r.tweet_id: r.sentiment for r in model.transform(df.limit(3).drop("airline_sentiment")).collect()}
+    assert out == {"0": "positive", "1": "negative", "2": "neutral"}
