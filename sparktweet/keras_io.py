@@ -346,6 +346,8 @@ class TextClassifier:
 
         from sparktweet.embeddings import embedding_matrix, train_word2vec
 
+        if distill <= 0 and (teacher_encoder or augment > 0):
+            raise ValueError("teacher_encoder and augment shape the teacher's targets: they need distill > 0")
         classes = list(label_order) if label_order else sorted(set(labels))
         y = np.array([classes.index(lbl) for lbl in labels], dtype="int32")
         vocab = Vocabulary.build(token_lists, max_size=vocab_size)
@@ -393,14 +395,14 @@ class TextClassifier:
         sample_weight = None if weights is None else np.array([weights[int(c)] for c in y[tr_idx]], dtype="float32")
 
         def with_transfer(row_targets: np.ndarray, altered_targets: np.ndarray):
-            """(targets, True, inputs, sample weights) of the training rows followed by the altered copies."""
+            """(targets, inputs, sample weights) of the training rows followed by the altered copies."""
             fit_x = np.concatenate([x[tr_idx], transfer[0]])
             fit_targets = np.concatenate([row_targets, altered_targets]).astype("float32")
             fit_weight = None
             if weights is not None:
                 altered_weight = np.array([weights[int(c)] for c in altered_targets.argmax(axis=1)], dtype="float32")
                 fit_weight = np.concatenate([sample_weight, altered_weight])
-            return fit_targets, True, fit_x, fit_weight
+            return fit_targets, fit_x, fit_weight
 
         def fit_one(matrix, fit_targets, soft_targets: bool, fit_x=None, fit_weight=None, name: str | None = None,
                     run_epochs: int = epochs):
@@ -450,7 +452,8 @@ class TextClassifier:
                 first_matrix = matrix
             name = f"lstm_{member}" if ensemble > 1 else None
             if transfer is not None and not distil:  # the altered copies go to the model that is kept
-                inference, fitted = fit_one(matrix, *with_transfer(targets, transfer[1]), name=name)
+                rows_targets, rows_x, rows_weight = with_transfer(targets, transfer[1])
+                inference, fitted = fit_one(matrix, rows_targets, True, rows_x, rows_weight, name=name)
             else:
                 inference, fitted = fit_one(matrix, targets, soft, name=name)
             members.append(inference)
@@ -466,7 +469,8 @@ class TextClassifier:
                 # As for the training rows, with the teacher in place of the labels.
                 altered_ensemble = np.asarray(model.predict(transfer[0], batch_size=1024, verbose=0))
                 altered_targets = (1.0 - student_weight) * transfer[1] + student_weight * altered_ensemble
-                model, fitted = fit_one(first_matrix, *with_transfer(student_targets, altered_targets), run_epochs=student_epochs or epochs)
+                rows_targets, rows_x, rows_weight = with_transfer(student_targets, altered_targets)
+                model, fitted = fit_one(first_matrix, rows_targets, True, rows_x, rows_weight, run_epochs=student_epochs or epochs)
             else:
                 model, fitted = fit_one(first_matrix, student_targets, True, run_epochs=student_epochs or epochs)
             history.update({"student_" + k: v for k, v in fitted.items()})

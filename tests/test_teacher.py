@@ -119,7 +119,7 @@ def test_teacher_texts_must_match_the_rows():
 
 
 def test_the_sentiment_stage_gives_the_teacher_the_raw_text_and_its_tokeniser(spark, monkeypatch):
-    import sparktweet.keras_io as keras_io
+    from sparktweet import keras_io
     from sparktweet.sentiment import SentimentClassifier
 
     seen = {}
@@ -141,3 +141,9 @@ def test_the_sentiment_stage_gives_the_teacher_the_raw_text_and_its_tokeniser(sp
     assert seen["tokenised"] == [["so", "good", "thank", "you", "xexcl"]]  # as the stage reads text (keepMarks)
     out = {r.tweet_id: r.sentiment for r in model.transform(df.limit(3).drop("airline_sentiment")).collect()}
     assert out == {"0": "positive", "1": "negative", "2": "neutral"}
+
+
+@pytest.mark.parametrize("option", [{"teacher_encoder": "default"}, {"augment": 2}])
+def test_teacher_options_without_distillation_are_refused(option):
+    with pytest.raises(ValueError, match="need distill > 0"):
+        TextClassifier.train([["a"], ["b"], ["c"]], ["x", "y", "x"], distill=0.0, epochs=1, verbose=0, **option)
