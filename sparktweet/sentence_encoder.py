@@ -74,6 +74,7 @@ class SentenceEncoder:
         import tensorflow as tf
 
         w = {k: tf.constant(v) for k, v in self.w.items() if v.ndim}
+        self.w = None  # the constants hold the weights now: do not keep a second ~90 MB copy
         layers, heads, hidden, eps = self.layers, self.heads, self.hidden, self.eps
         head_dim = hidden // heads
 

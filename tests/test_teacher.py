@@ -47,6 +47,7 @@ def test_the_encoder_ignores_batching_and_padding(encoder):
     np.testing.assert_allclose(together, alone, atol=1e-5)
     np.testing.assert_allclose(together[2], together[3], atol=1e-6)  # None reads as ''
     assert encoder.encode([]).shape == (0, 384)
+    assert encoder.w is None  # once the graph holds the weights, the NumPy copy is released
 
 
 def test_the_encoder_refuses_a_directory_that_is_not_one(tmp_path):
