@@ -9,12 +9,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 
 def run(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], check=False, capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
 
 
