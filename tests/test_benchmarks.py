@@ -55,7 +55,7 @@ def test_throughput_benchmark_scores_every_tweet_in_spark_and_in_plain_python(tm
     figures = json.loads(out.read_text())
     assert figures["spark_rows"] == figures["plain_rows"] == 2000
     assert figures["spark_errors"] == 0
-    assert 0 < figures["spark_tickets"] < 2000  # the negative tweets get tickets, the others do not
+    assert 0 < figures["spark_tickets"] < 2000  # complaints and questions get tickets, the others do not
     for key in ("spark_warm_tweets_per_s", "plain_tweets_per_s", "lstm_tweets_per_s", "naive_udf_tweets_per_s"):
         assert figures[key] > 0, key
     assert figures["spark_peak_rss_mb"] > 0 and figures["plain_peak_rss_mb"] > 0
