@@ -73,7 +73,7 @@ class _TopicLabelerParams(HasTokensCol, HasErrorCol, HasBatchSize, HasCategories
 
     labelCol: Param[str] = Param(Params._dummy(), "labelCol", "Name of the output column with the LDA topic's category code.", typeConverter=TypeConverters.toString)
     scoreCol: Param[str] = Param(Params._dummy(), "scoreCol", "Name of the output column with the probability of that topic.", typeConverter=TypeConverters.toString)
-    extraTopics: Param[int] = Param(Params._dummy(), "extraTopics", "Number of unseeded LDA topics that absorb chatter besides one topic per category.", typeConverter=TypeConverters.toInt)
+    extraTopics: Param[int] = Param(Params._dummy(), "extraTopics", "Number of unseeded LDA topics that absorb chatter besides one topic per category (0 is allowed but warns: one category then takes the chatter).", typeConverter=TypeConverters.toInt)
     seedWeight: Param[float] = Param(Params._dummy(), "seedWeight", "Prior weight (eta) of a category's seed keywords in its own topic.", typeConverter=TypeConverters.toFloat)
     seedShare: Param[float] = Param(
         Params._dummy(), "seedShare", "Share of a seed keyword's corpus count put in its own topic when LDA starts (0 to 1).",

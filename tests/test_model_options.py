@@ -267,3 +267,22 @@ def test_keep_marks_is_set_by_the_estimator_not_defaulted_for_old_models():
     estimator = SentimentClassifier()
     assert estimator.isSet("keepMarks") and estimator.getOrDefault("keepMarks") is True
     assert SentimentClassifier(keepMarks=False).getOrDefault("keepMarks") is False
+
+
+def test_lda_without_extra_topics_warns_and_negative_is_refused(caplog):
+    import logging
+
+    import pytest
+
+    from sparktweet.lda import GuidedLda
+
+    docs = [["bag", "lose", "claim", "customer"]] * 10 + [["seat", "aisle", "customer"]] * 10
+    seeds = {"baggage": ["bag", "lose"], "seating": ["seat", "aisle"]}
+    with caplog.at_level(logging.WARNING, logger="sparktweet.lda"):
+        GuidedLda.train(docs, seeds, extra_topics=1, passes=1, no_below=1, no_above=1.0)
+        assert not [r for r in caplog.records if r.name == "sparktweet.lda"]
+        lda = GuidedLda.train(docs, seeds, extra_topics=0, passes=1, no_below=1, no_above=1.0)
+    assert lda.lda.num_topics == 2
+    assert any("without extra topics" in r.getMessage() for r in caplog.records if r.name == "sparktweet.lda")
+    with pytest.raises(ValueError, match="extra_topics must be 0 or more"):
+        GuidedLda.train(docs, seeds, extra_topics=-1)
