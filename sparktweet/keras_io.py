@@ -310,6 +310,7 @@ class TextClassifier:
         teacher_encoder: str = "",
         teacher_texts: Sequence[str] | None = None,
         augment: int = 0,
+        teacher_finetune: int = 0,
         tokenize: Callable[[Sequence[str]], list[list[str]]] | None = None,
         verbose: int = 2,
     ) -> tuple["TextClassifier", dict]:
@@ -328,6 +329,11 @@ class TextClassifier:
         ``teacher_texts`` (the raw texts, one per row; default the tokens joined by spaces) give the
         teacher a second logistic regression, so knowledge from far more text than the training rows
         shapes the targets. The encoder is used at training time only: the model is still the LSTM.
+        ``teacher_finetune`` > 0 (with ``teacher_encoder``): instead of a logistic regression on its frozen
+        vectors, the encoder itself is fine-tuned for that many epochs on the training rows
+        (:meth:`~sparktweet.sentence_encoder.SentenceEncoder.fine_tune`), and the teacher is the mean of its
+        probabilities and the TF-IDF model's. Its probabilities on the training rows echo their labels;
+        its knowledge reaches the LSTM through the altered copies (``augment``), which it has never seen.
         ``augment`` (with ``distill``): the model that is kept (the student, else each LSTM) also learns
         from that many altered copies of each training row (:func:`augment_texts`: words dropped, spans
         cut), whose targets are the teacher's probabilities from the fold model that did not see the
@@ -348,6 +354,8 @@ class TextClassifier:
 
         if distill <= 0 and (teacher_encoder or augment > 0):
             raise ValueError("teacher_encoder and augment shape the teacher's targets: they need distill > 0")
+        if teacher_finetune < 0 or (teacher_finetune > 0 and not teacher_encoder):
+            raise ValueError(f"teacher_finetune must be 0, or epochs > 0 with a teacher_encoder (got {teacher_finetune})")
         classes = list(label_order) if label_order else sorted(set(labels))
         y = np.array([classes.index(lbl) for lbl in labels], dtype="int32")
         vocab = Vocabulary.build(token_lists, max_size=vocab_size)
@@ -378,17 +386,27 @@ class TextClassifier:
                     altered, source = augment_texts(fit_texts, augment, seed=seed)
                     from_text = tokenize is not None and teacher_texts is not None
                     altered_tokens = tokenize(altered) if from_text else [t.split() for t in altered]
-                vectors = altered_vectors = None
+                vectors = altered_vectors = tuned = None
                 if teacher_encoder:
                     from sparktweet.sentence_encoder import SentenceEncoder
 
                     encoder = SentenceEncoder(None if teacher_encoder == "default" else teacher_encoder)
-                    vectors = encoder.encode(fit_texts)
-                    altered_vectors = encoder.encode(altered) if augment > 0 else None
+                    if teacher_finetune > 0:
+                        model = encoder.fine_tune(fit_texts, y[tr_idx], len(classes), epochs=teacher_finetune, seed=seed)
+                        tuned = (model.predict_proba(fit_texts), model.predict_proba(altered) if augment > 0 else None)
+                        del model
+                    else:
+                        vectors = encoder.encode(fit_texts)
+                        altered_vectors = encoder.encode(altered) if augment > 0 else None
                 teacher = teacher_probabilities([token_lists[i] for i in tr_idx], y[tr_idx], len(classes), seed=seed, vectors=vectors,
                                                 extra=(altered_tokens, altered_vectors, source) if augment > 0 else None)
+                altered_teacher = None
                 if teacher is not None and augment > 0:
                     teacher, altered_teacher = teacher
+                if teacher is not None and tuned is not None:
+                    teacher = (teacher + tuned[0]) / 2.0
+                    altered_teacher = None if altered_teacher is None else (altered_teacher + tuned[1]) / 2.0
+                if altered_teacher is not None:
                     transfer = (vocab.encode(altered_tokens, max_len), altered_teacher)
                 if teacher is not None:
                     targets = (1.0 - distill) * targets + distill * teacher

@@ -91,6 +91,7 @@ class SentimentClassifier(LstmClassifier, _SentimentParams):
         keepMarks: bool = True,
         teacherEncoder: str = "",
         augment: int = 0,
+        teacherFineTune: int = 0,
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)

@@ -62,6 +62,74 @@ def test_the_encoder_refuses_a_directory_that_is_not_one(tmp_path):
         SentenceEncoder(tmp_path)
 
 
+TOPIC_TEXTS = {
+    0: ["my suitcase never arrived", "they lost my luggage again", "where is my bag", "my bags went to the wrong city",
+        "baggage claim has nothing for me", "the airline misplaced my suitcase", "my checked bag is missing",
+        "still no sign of my luggage"],
+    1: ["the flight is two hours late", "we are still delayed at the gate", "departure pushed back again",
+        "sitting on the tarmac for ages", "our plane has not left yet", "another delay this morning",
+        "the departure keeps slipping", "waiting forever to take off"],
+    2: ["the sandwich was stale", "no vegetarian meal on board", "the coffee tasted awful", "they ran out of snacks",
+        "dinner on the plane was cold", "the food service was terrible", "only pretzels for a long flight",
+        "the drinks cart never came"],
+}
+
+
+def test_fine_tuning_teaches_the_encoder_a_classifier_and_leaves_it_as_it_was(encoder, caplog):
+    import logging
+
+    texts = [t for c in TOPIC_TEXTS for t in TOPIC_TEXTS[c][:6]]
+    y = [c for c in TOPIC_TEXTS for _ in range(6)]
+    held_out = [t for c in TOPIC_TEXTS for t in TOPIC_TEXTS[c][6:]]
+    before = encoder.encode(held_out)
+    with caplog.at_level(logging.INFO, logger="sparktweet.sentence_encoder"):
+        tuned = encoder.fine_tune(texts, y, 3, epochs=6, learning_rate=3e-4, batch_size=6, seed=1)
+    losses = [float(r.getMessage().rsplit(" ", 1)[1]) for r in caplog.records if "fine-tuning" in r.getMessage()]
+    assert len(losses) == 6 and losses[-1] < 0.5 * losses[0]
+    probs = tuned.predict_proba(held_out + ["", None])
+    assert probs.shape == (8, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs[6], probs[7], atol=1e-6)  # None reads as ''
+    assert probs[:6].argmax(axis=1).tolist() == [0, 0, 1, 1, 2, 2]  # sentences it never saw
+    np.testing.assert_allclose(tuned.predict_proba(held_out[:1]), probs[:1], atol=1e-5)  # whatever the batch
+    np.testing.assert_allclose(encoder.encode(held_out), before, atol=1e-6)  # the encoder itself is not changed
+
+
+@pytest.mark.parametrize(("texts", "y", "message"), [
+    (["a", "b"], [0], "got 2 texts and 1 labels"),
+    (["a", "b"], [0, 3], r"labels must lie in \[0, 3\)"),
+    ([], [], "at least one text"),
+])
+def test_fine_tuning_refuses_labels_that_do_not_fit(encoder, texts, y, message):
+    with pytest.raises(ValueError, match=message):
+        encoder.fine_tune(texts, y, 3, epochs=1)
+
+
+def test_training_with_a_fine_tuned_teacher_learns_and_keeps_the_lstm(tmp_path, monkeypatch):
+    from sparktweet import sentence_encoder
+
+    seen = {}
+    real = sentence_encoder.SentenceEncoder.fine_tune
+
+    def spy(self, texts, y, num_classes, **kwargs):
+        seen.update(texts=list(texts), y=list(y), num_classes=num_classes, **kwargs)
+        return real(self, texts, y, num_classes, **kwargs)
+
+    monkeypatch.setattr(sentence_encoder.SentenceEncoder, "fine_tune", spy)
+    texts = ["good great thanks so much", "bad awful not late again", "flight today when is it"] * 20
+    tokens = [t.split() for t in texts]
+    labels = ["positive", "negative", "neutral"] * 20
+    clf, _ = TextClassifier.train(tokens, labels, epochs=12, distill=0.5, teacher_encoder="default", teacher_texts=texts,
+                                  augment=1, teacher_finetune=1, embedding_dim=8, units=8, validation_fraction=0.0, verbose=0)
+    assert seen["epochs"] == 1 and seen["num_classes"] == 3 and len(seen["texts"]) == 60
+    assert [labels[texts.index(t)] for t in seen["texts"]] == [["negative", "neutral", "positive"][c] for c in seen["y"]]
+    assert clf.predict(tokens[:3])[0] == ["positive", "negative", "neutral"]
+    clf.save(str(tmp_path))
+    loaded = TextClassifier.load(str(tmp_path)).model
+    # What is saved is the small LSTM alone: the fine-tuned encoder (22 million weights) stays behind.
+    assert "bilstm" in {layer.name for layer in loaded.layers} and loaded.count_params() < 100_000
+
+
 def test_altered_copies_drop_words_and_keep_their_order():
     texts = ["one two three four five six seven eight", "solo", ""]
     altered, source = augment_texts(texts, 4, seed=3)
@@ -136,12 +204,18 @@ def test_the_sentiment_stage_gives_the_teacher_the_raw_text_and_its_tokeniser(sp
     df = spark.createDataFrame([(str(i), t, ["x"], lbl) for i, (t, lbl) in enumerate(texts)],
                                "tweet_id string, text string, tokens array<string>, airline_sentiment string")
     model = SentimentClassifier(epochs=15, lstmUnits=8, embeddingDim=8, maxLen=8, validationFraction=0.0, ensembleSize=1,
-                                teacherEncoder="default", augment=1).fit(df)
-    assert seen["teacher_encoder"] == "default" and seen["augment"] == 1
+                                teacherEncoder="default", augment=1, teacherFineTune=1).fit(df)
+    assert seen["teacher_encoder"] == "default" and seen["augment"] == 1 and seen["teacher_finetune"] == 1
     assert sorted(seen["teacher_texts"]) == sorted(t for t, _ in texts)  # the raw text, not the tokens column
     assert seen["tokenised"] == [["so", "good", "thank", "you", "xexcl"]]  # as the stage reads text (keepMarks)
     out = {r.tweet_id: r.sentiment for r in model.transform(df.limit(3).drop("airline_sentiment")).collect()}
     assert out == {"0": "positive", "1": "negative", "2": "neutral"}
+
+
+@pytest.mark.parametrize("option", [{"teacher_finetune": 1}, {"teacher_finetune": -1, "teacher_encoder": "default"}])
+def test_fine_tuning_the_teacher_needs_an_encoder_and_whole_epochs(option):
+    with pytest.raises(ValueError, match="teacher_finetune must be 0, or epochs > 0 with a teacher_encoder"):
+        TextClassifier.train([["a"], ["b"], ["c"]], ["x", "y", "x"], distill=0.5, epochs=1, verbose=0, **option)
 
 
 @pytest.mark.parametrize("option", [{"teacher_encoder": "default"}, {"augment": 2}])
