@@ -93,7 +93,7 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
         Params._dummy(), "teacherFineTune",
         "With teacherEncoder: epochs of fine-tuning the encoder itself as the teacher on the training rows, its probabilities "
         "averaged with the TF-IDF teacher's (0 = a logistic regression on its frozen vectors instead; training only, "
-        "about 4 minutes per epoch of 10,000 tweets on 2 cores).",
+        "about 3 minutes per epoch of 10,000 tweets on 2 cores).",
         typeConverter=TypeConverters.toInt,
     )
     labelSmoothing: Param[float] = Param(Params._dummy(), "labelSmoothing", "Label smoothing of the training loss (0 = none).", typeConverter=TypeConverters.toFloat)
