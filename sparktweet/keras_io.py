@@ -398,6 +398,7 @@ class TextClassifier:
                     else:
                         vectors = encoder.encode(fit_texts)
                         altered_vectors = encoder.encode(altered) if augment > 0 else None
+                    del encoder  # its weights (about 90 MB) are not needed while the LSTMs train
                 teacher = teacher_probabilities([token_lists[i] for i in tr_idx], y[tr_idx], len(classes), seed=seed, vectors=vectors,
                                                 extra=(altered_tokens, altered_vectors, source) if augment > 0 else None)
                 altered_teacher = None
