@@ -233,29 +233,58 @@ def teacher_probabilities(token_lists: Sequence[Sequence[str]], y: np.ndarray, n
     return out if extra is None else (out, extra_out)
 
 
+# Named settings of :func:`augment_texts`. "drop" is Tang et al.'s masking and n-gram sampling; "mix" also
+# swaps words for corpus words and joins pieces of two tweets, so the copies hold word combinations that no
+# training row has, and only the teacher can label them (measured in docs/benchmarks.md).
+AUGMENT_STYLES: dict[str, dict[str, float]] = {
+    "drop": {},
+    "mix": {"drop": 0.1, "span": 1.0, "min_span": 0.5, "mix": 0.3, "replace": 0.1},
+}
+
+
 def augment_texts(texts: Sequence[str], copies: int, seed: int = 13, drop: float = 0.15,
-                  span: float = 0.3) -> tuple[list[str], np.ndarray]:
+                  span: float = 0.3, min_span: float = 0.6, mix: float = 0.0,
+                  replace: float = 0.0) -> tuple[list[str], np.ndarray]:
     """``copies`` altered copies of each text, and the index of each copy's source text.
 
     Each copy drops every word with probability ``drop`` (keeping at least one), and with probability
-    ``span`` first keeps only a random run of at least 60 % of the words: the distillation transfer
+    ``span`` first keeps only a random run of at least ``min_span`` of the words: the distillation transfer
     set of Tang et al. (2019), "Distilling task-specific knowledge from BERT into simple neural networks".
+    ``mix``: with that probability the copy is joined, before or after, with such a run of another
+    text chosen at random (before words are dropped). ``replace``: each word kept is swapped, with that probability, for a word
+    drawn from all the texts' words (by frequency). Both default to 0, which leaves the copies as above.
     """
+    for name, value in (("drop", drop), ("span", span), ("min_span", min_span), ("mix", mix), ("replace", replace)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"augment_texts: {name} must be between 0 and 1, got {value}")
     rng = np.random.default_rng(seed)
+    split = [(text or "").split() for text in texts]
+    pool = [word for words in split for word in words] if replace > 0 else []
+
+    def cut(w: list[str]) -> list[str]:
+        if len(w) > 4 and rng.random() < span:
+            length = int(rng.integers(int(np.ceil(min_span * len(w))), len(w) + 1))
+            start = int(rng.integers(0, len(w) - length + 1))
+            return w[start : start + length]
+        return w
+
     out: list[str] = []
     source: list[int] = []
-    for i, text in enumerate(texts):
-        words = (text or "").split()
+    for i, words in enumerate(split):
         for _ in range(copies):
-            w = words
-            if len(w) > 4 and rng.random() < span:
-                length = int(rng.integers(int(np.ceil(0.6 * len(w))), len(w) + 1))
-                start = int(rng.integers(0, len(w) - length + 1))
-                w = w[start : start + length]
+            w = cut(words)
+            if mix > 0 and len(split) > 1 and rng.random() < mix:
+                other = int(rng.integers(0, len(split) - 1))
+                other = cut(split[other + (other >= i)])  # any text but this one
+                w = w + other if rng.random() < 0.5 else other + w
             keep = rng.random(len(w)) >= drop
             if len(w) and not keep.any():
                 keep[int(rng.integers(0, len(w)))] = True
-            out.append(" ".join(word for word, k in zip(w, keep) if k))
+            kept = [word for word, k in zip(w, keep) if k]
+            if pool:
+                swap = rng.random(len(kept)) < replace
+                kept = [pool[int(rng.integers(0, len(pool)))] if s else word for word, s in zip(kept, swap)]
+            out.append(" ".join(kept))
             source.append(i)
     return out, np.array(source, dtype="int64")
 
@@ -310,7 +339,9 @@ class TextClassifier:
         teacher_encoder: str = "",
         teacher_texts: Sequence[str] | None = None,
         augment: int = 0,
+        augment_style: str = "drop",
         teacher_finetune: int = 0,
+        teacher_weight: float = 0.5,
         tokenize: Callable[[Sequence[str]], list[list[str]]] | None = None,
         verbose: int = 2,
     ) -> tuple["TextClassifier", dict]:
@@ -336,7 +367,8 @@ class TextClassifier:
         its knowledge reaches the LSTM through the altered copies (``augment``), which it has never seen.
         ``augment`` (with ``distill``): the model that is kept (the student, else each LSTM) also learns
         from that many altered copies of each training row (:func:`augment_texts`: words dropped, spans
-        cut), whose targets are the teacher's probabilities from the fold model that did not see the
+        cut; ``augment_style`` "mix" also swaps words and joins pieces of two rows, see :data:`AUGMENT_STYLES`),
+        whose targets are the teacher's probabilities from the fold model that did not see the
         source row (for a student, mixed with the ensemble's by ``student_weight``, as for the rows).
         ``tokenize`` turns the altered raw texts into tokens as the rows' were made; without it (or
         without ``teacher_texts``) the joined tokens are altered.
@@ -356,6 +388,10 @@ class TextClassifier:
             raise ValueError("teacher_encoder and augment shape the teacher's targets: they need distill > 0")
         if teacher_finetune < 0 or (teacher_finetune > 0 and not teacher_encoder):
             raise ValueError(f"teacher_finetune must be 0, or epochs > 0 with a teacher_encoder (got {teacher_finetune})")
+        if not 0.0 <= teacher_weight <= 1.0:
+            raise ValueError(f"teacher_weight must be between 0 and 1, got {teacher_weight}")
+        if augment_style not in AUGMENT_STYLES:
+            raise ValueError(f"augment_style must be one of {sorted(AUGMENT_STYLES)}, got {augment_style!r}")
         classes = list(label_order) if label_order else sorted(set(labels))
         y = np.array([classes.index(lbl) for lbl in labels], dtype="int32")
         vocab = Vocabulary.build(token_lists, max_size=vocab_size)
@@ -383,7 +419,7 @@ class TextClassifier:
                 fit_texts = [texts[i] for i in tr_idx]
                 altered, altered_tokens, source = [], [], np.zeros(0, dtype="int64")
                 if augment > 0:
-                    altered, source = augment_texts(fit_texts, augment, seed=seed)
+                    altered, source = augment_texts(fit_texts, augment, seed=seed, **AUGMENT_STYLES[augment_style])
                     from_text = tokenize is not None and teacher_texts is not None
                     altered_tokens = tokenize(altered) if from_text else [t.split() for t in altered]
                 vectors = altered_vectors = tuned = None
@@ -405,8 +441,8 @@ class TextClassifier:
                 if teacher is not None and augment > 0:
                     teacher, altered_teacher = teacher
                 if teacher is not None and tuned is not None:
-                    teacher = (teacher + tuned[0]) / 2.0
-                    altered_teacher = None if altered_teacher is None else (altered_teacher + tuned[1]) / 2.0
+                    teacher = (1.0 - teacher_weight) * teacher + teacher_weight * tuned[0]
+                    altered_teacher = None if altered_teacher is None else (1.0 - teacher_weight) * altered_teacher + teacher_weight * tuned[1]
                 if altered_teacher is not None:
                     transfer = (vocab.encode(altered_tokens, max_len), altered_teacher)
                 if teacher is not None:

@@ -92,9 +92,21 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
     teacherFineTune: Param[int] = Param(
         Params._dummy(), "teacherFineTune",
         "With teacherEncoder: epochs of fine-tuning the encoder itself as the teacher on the training rows, its probabilities "
-        "averaged with the TF-IDF teacher's (0 = a logistic regression on its frozen vectors instead; training only, "
+        "mixed with the TF-IDF teacher's by teacherWeight (0 = a logistic regression on its frozen vectors instead; training only, "
         "about 3 minutes per epoch of 10,000 tweets on 2 cores).",
         typeConverter=TypeConverters.toInt,
+    )
+    augmentStyle: Param[str] = Param(
+        Params._dummy(), "augmentStyle",
+        "With augment: 'drop' (words dropped, spans cut) or 'mix' (also words swapped for corpus words and pieces of two "
+        "rows joined: combinations no row has, labelled by the teacher alone).",
+        typeConverter=TypeConverters.toString,
+    )
+    teacherWeight: Param[float] = Param(
+        Params._dummy(), "teacherWeight",
+        "With teacherFineTune: the fine-tuned encoder's share of the teacher, the TF-IDF teacher's being the rest "
+        "(0.5 = their mean, 1 = the encoder alone).",
+        typeConverter=TypeConverters.toFloat,
     )
     labelSmoothing: Param[float] = Param(Params._dummy(), "labelSmoothing", "Label smoothing of the training loss (0 = none).", typeConverter=TypeConverters.toFloat)
     pooling: Param[str] = Param(
@@ -116,7 +128,7 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
             labels=[], maxLen=40, vocabSize=8000, embeddingDim=64, lstmUnits=64, epochs=6,
             validationFraction=0.1, classWeight="balanced", pretrainEmbeddings=True, seed=13, tfThreads=1, keepStopWords=False,
             ensembleSize=1, ensembleStudent=False, pooling="last", lexicon=False, distill=0.0, labelSmoothing=0.0, keepMarks=False,
-            teacherEncoder="", augment=0, teacherFineTune=0,
+            teacherEncoder="", augment=0, teacherFineTune=0, augmentStyle="drop", teacherWeight=0.5,
         )
 
     def getLabelCol(self) -> str:
@@ -146,6 +158,8 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
             "teacher_encoder": self.getOrDefault(self.teacherEncoder),
             "augment": self.getOrDefault(self.augment),
             "teacher_finetune": self.getOrDefault(self.teacherFineTune),
+            "augment_style": self.getOrDefault(self.augmentStyle),
+            "teacher_weight": self.getOrDefault(self.teacherWeight),
         }
 
     def _input(self, dataset: DataFrame) -> str:

@@ -92,6 +92,8 @@ class SentimentClassifier(LstmClassifier, _SentimentParams):
         teacherEncoder: str = "",
         augment: int = 0,
         teacherFineTune: int = 0,
+        augmentStyle: str = "drop",
+        teacherWeight: float = 0.5,
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)

@@ -146,6 +146,78 @@ def test_altered_copies_drop_words_and_keep_their_order():
     assert augment_texts(texts, 4, seed=4)[0] != altered
 
 
+def test_mixed_copies_join_a_piece_of_another_row_and_swap_words():
+    # Disjoint vocabularies, so every word of a copy tells which text it came from.
+    texts = [" ".join(f"{c}{i}" for i in range(8)) for c in "abcd"]
+    joined, source = augment_texts(texts, 50, seed=5, drop=0.0, span=1.0, min_span=0.5, mix=1.0)
+    others = 0
+    for text, src in zip(joined, source):
+        words = text.split()
+        own = [w for w in words if w[0] == "abcd"[src]]
+        foreign = {w[0] for w in words} - {"abcd"[src]}
+        assert len(own) >= 4 and len(foreign) == 1  # at least half of its own row, and a piece of exactly one other
+        positions = [int(w[1:]) for w in own]
+        assert positions == list(range(positions[0], positions[0] + len(own)))  # one unbroken run, in order
+        others += len(words) - len(own)
+    assert others >= 4 * len(joined)  # every copy got at least half of another row
+
+    swapped, source = augment_texts(texts, 50, seed=5, drop=0.0, span=0.0, replace=0.5)
+    pool = {w for t in texts for w in t.split()}
+    changed = [sum(w != o for w, o in zip(text.split(), texts[src].split())) for text, src in zip(swapped, source)]
+    assert all(set(t.split()) <= pool for t in swapped) and all(len(t.split()) == 8 for t in swapped)
+    assert 0.42 < sum(changed) / (8 * len(swapped)) < 0.55  # half swapped, 1 in 32 of those for the same word
+
+    plain, _ = augment_texts(texts, 3, seed=5)
+    assert plain == augment_texts(texts, 3, seed=5, mix=0.0, replace=0.0)[0]  # off by default, the copies as before
+
+
+@pytest.mark.parametrize("option", [{"mix": 1.5}, {"replace": -0.1}, {"drop": 2.0}, {"min_span": 1.2}])
+def test_altered_copies_refuse_shares_outside_0_and_1(option):
+    with pytest.raises(ValueError, match="must be between 0 and 1"):
+        augment_texts(["a b c"], 1, **option)
+
+
+def test_the_teacher_weight_decides_whose_probabilities_the_lstm_learns(monkeypatch):
+    from sparktweet import keras_io, sentence_encoder
+
+    class Tuned:  # the fine-tuned encoder: always sure of class 0
+        def predict_proba(self, texts):
+            return np.tile(np.array([1.0, 0.0, 0.0], dtype="float32"), (len(texts), 1))
+
+    class Encoder:
+        def __init__(self, path=None):
+            pass
+
+        def fine_tune(self, texts, y, num_classes, **kwargs):
+            return Tuned()
+
+    def tfidf(token_lists, y, num_classes, extra=None, **kwargs):  # the TF-IDF teacher: always sure of class 2
+        sure = np.tile(np.array([0.0, 0.0, 1.0], dtype="float32"), (len(token_lists), 1))
+        return sure if extra is None else (sure, np.tile(sure[:1], (len(extra[0]), 1)))
+
+    monkeypatch.setattr(sentence_encoder, "SentenceEncoder", Encoder)
+    monkeypatch.setattr(keras_io, "teacher_probabilities", tfidf)
+    texts = ["good great thanks", "bad awful late", "flight today when"] * 20
+    labels = ["negative", "neutral", "positive"] * 20
+    predicted = {}
+    for weight in (1.0, 0.0):
+        clf, _ = TextClassifier.train([t.split() for t in texts], labels, label_order=labels[:3], epochs=15, distill=1.0,
+                                      teacher_encoder="default", teacher_finetune=1, teacher_weight=weight, augment=1,
+                                      augment_style="mix", embedding_dim=8, units=8, validation_fraction=0.0,
+                                      class_weight="none", verbose=0)
+        predicted[weight] = set(clf.predict([t.split() for t in texts[:3]])[0])
+    assert predicted == {1.0: {"negative"}, 0.0: {"positive"}}
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ({"teacher_weight": 1.5}, "teacher_weight must be between 0 and 1"),
+    ({"augment_style": "shuffle"}, "augment_style must be one of"),
+])
+def test_bad_teacher_mix_or_augment_style_is_refused(option, message):
+    with pytest.raises(ValueError, match=message):
+        TextClassifier.train([["a"], ["b"], ["c"]], ["x", "y", "x"], distill=0.5, epochs=1, verbose=0, **option)
+
+
 def test_teacher_scores_a_copy_with_the_fold_model_that_did_not_see_its_source():
     rng = np.random.default_rng(0)
     tokens = [[f"w{i}", f"v{i % 7}", "x"] for i in range(200)]
@@ -204,8 +276,9 @@ def test_the_sentiment_stage_gives_the_teacher_the_raw_text_and_its_tokeniser(sp
     df = spark.createDataFrame([(str(i), t, ["x"], lbl) for i, (t, lbl) in enumerate(texts)],
                                "tweet_id string, text string, tokens array<string>, airline_sentiment string")
     model = SentimentClassifier(epochs=15, lstmUnits=8, embeddingDim=8, maxLen=8, validationFraction=0.0, ensembleSize=1,
-                                teacherEncoder="default", augment=1, teacherFineTune=1).fit(df)
+                                teacherEncoder="default", augment=1, teacherFineTune=1, augmentStyle="mix", teacherWeight=0.75).fit(df)
     assert seen["teacher_encoder"] == "default" and seen["augment"] == 1 and seen["teacher_finetune"] == 1
+    assert seen["augment_style"] == "mix" and seen["teacher_weight"] == 0.75
     assert sorted(seen["teacher_texts"]) == sorted(t for t, _ in texts)  # the raw text, not the tokens column
     assert seen["tokenised"] == [["so", "good", "thank", "you", "xexcl"]]  # as the stage reads text (keepMarks)
     out = {r.tweet_id: r.sentiment for r in model.transform(df.limit(3).drop("airline_sentiment")).collect()}
