@@ -142,8 +142,10 @@ def sentiment_lstm(train: pd.DataFrame, evaluate: pd.DataFrame, overrides: dict[
     overrides = dict(overrides)
     marks = bool(overrides.pop("keep_marks", stage.getOrDefault("keepMarks")))
     kwargs = {**stage.trainKwargs(), **overrides}
-    if quick:
+    if quick:  # the recipe's every part, cut short: 2 LSTM epochs, 1 teacher fine-tuning epoch, 2 copies per row
         kwargs["epochs"] = min(int(kwargs["epochs"]), 2)
+        kwargs["teacher_finetune"] = min(int(kwargs["teacher_finetune"]), 1)
+        kwargs["augment"] = min(int(kwargs["augment"]), 2)
     column = lstm_input_column(stage)
     if marks and column == "lstm_tokens":
         column = "lstm_mark_tokens"
@@ -220,8 +222,10 @@ def topic_lstm(train: pd.DataFrame, train_labels: Sequence[str], evaluate: pd.Da
 
     stage = TopicClassifier()
     kwargs = {**stage.trainKwargs(), **overrides}
-    if quick:
+    if quick:  # the recipe's every part, cut short: 2 LSTM epochs, 1 teacher fine-tuning epoch, 2 copies per row
         kwargs["epochs"] = min(int(kwargs["epochs"]), 2)
+        kwargs["teacher_finetune"] = min(int(kwargs["teacher_finetune"]), 1)
+        kwargs["augment"] = min(int(kwargs["augment"]), 2)
     column = lstm_input_column(stage)
     codes = [c.code for c in load_categories(categories)]
     start = time.monotonic()
