@@ -222,10 +222,8 @@ def topic_lstm(train: pd.DataFrame, train_labels: Sequence[str], evaluate: pd.Da
 
     stage = TopicClassifier()
     kwargs = {**stage.trainKwargs(), **overrides}
-    if quick:  # the recipe's every part, cut short: 2 LSTM epochs, 1 teacher fine-tuning epoch, 2 copies per row
+    if quick:
         kwargs["epochs"] = min(int(kwargs["epochs"]), 2)
-        kwargs["teacher_finetune"] = min(int(kwargs["teacher_finetune"]), 1)
-        kwargs["augment"] = min(int(kwargs["augment"]), 2)
     column = lstm_input_column(stage)
     codes = [c.code for c in load_categories(categories)]
     start = time.monotonic()
