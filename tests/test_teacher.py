@@ -295,3 +295,45 @@ def test_fine_tuning_the_teacher_needs_an_encoder_and_whole_epochs(option):
 def test_teacher_options_without_distillation_are_refused(option):
     with pytest.raises(ValueError, match="need distill > 0"):
         TextClassifier.train([["a"], ["b"], ["c"]], ["x", "y", "x"], distill=0.0, epochs=1, verbose=0, **option)
+
+
+def test_every_averaged_member_learns_the_rows_and_the_copies(tmp_path, monkeypatch):
+    import keras
+
+    from sparktweet import sentence_encoder
+
+    class Tuned:  # the fine-tuned encoder: the label each text's first word stands for
+        def predict_proba(self, texts):
+            first = {"good": 0, "bad": 1, "flight": 2}
+            return np.eye(3, dtype="float32")[[first.get((t.split() or ["flight"])[0], 2) for t in texts]]
+
+    class Encoder:
+        def __init__(self, path=None):
+            pass
+
+        def fine_tune(self, texts, y, num_classes, **kwargs):
+            return Tuned()
+
+    fitted = []
+    real_fit = keras.Model.fit
+
+    def spy(self, x=None, y=None, **kwargs):
+        fitted.append(len(x))
+        return real_fit(self, x, y, **kwargs)
+
+    monkeypatch.setattr(sentence_encoder, "SentenceEncoder", Encoder)
+    monkeypatch.setattr(keras.Model, "fit", spy)
+    texts = ["good great thanks so much", "bad awful not late again", "flight today when is it"] * 20
+    tokens = [t.split() for t in texts]
+    labels = ["positive", "negative", "neutral"] * 20
+    clf, history = TextClassifier.train(tokens, labels, label_order=["positive", "negative", "neutral"], epochs=12, ensemble=2,
+                                        student=False, distill=1.0, teacher_encoder="default", teacher_finetune=1, teacher_weight=1.0,
+                                        teacher_texts=texts, augment=3, augment_style="mix", embedding_dim=8, units=8,
+                                        validation_fraction=0.0, verbose=0)
+    assert fitted == [60 * 4, 60 * 4]  # each member: the 60 rows and their 3 copies each; no student
+    assert {"member0_loss", "member1_loss"} <= set(history) and "student_loss" not in history
+    assert clf.predict(tokens[:3])[0] == ["positive", "negative", "neutral"]
+    clf.save(str(tmp_path))
+    loaded = TextClassifier.load(str(tmp_path))
+    assert sum(layer.name.startswith("lstm_") for layer in loaded.model.layers) == 2  # both members are saved
+    assert loaded.predict(tokens[:3])[0] == ["positive", "negative", "neutral"]
