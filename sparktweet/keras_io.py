@@ -362,8 +362,9 @@ class TextClassifier:
         shapes the targets. The encoder is used at training time only: the model is still the LSTM.
         ``teacher_finetune`` > 0 (with ``teacher_encoder``): instead of a logistic regression on its frozen
         vectors, the encoder itself is fine-tuned for that many epochs on the training rows
-        (:meth:`~sparktweet.sentence_encoder.SentenceEncoder.fine_tune`), and the teacher is the mean of its
-        probabilities and the TF-IDF model's. Its probabilities on the training rows echo their labels;
+        (:meth:`~sparktweet.sentence_encoder.SentenceEncoder.fine_tune`), and the teacher is its probabilities
+        weighted by ``teacher_weight`` plus the TF-IDF model's weighted by the rest (at 1 the TF-IDF model is
+        not fitted at all). Its probabilities on the training rows echo their labels;
         its knowledge reaches the LSTM through the altered copies (``augment``), which it has never seen.
         ``augment`` (with ``distill``): the model that is kept (the student, else each LSTM) also learns
         from that many altered copies of each training row (:func:`augment_texts`: words dropped, spans
@@ -435,12 +436,15 @@ class TextClassifier:
                         vectors = encoder.encode(fit_texts)
                         altered_vectors = encoder.encode(altered) if augment > 0 else None
                     del encoder  # its weights (about 90 MB) are not needed while the LSTMs train
-                teacher = teacher_probabilities([token_lists[i] for i in tr_idx], y[tr_idx], len(classes), seed=seed, vectors=vectors,
-                                                extra=(altered_tokens, altered_vectors, source) if augment > 0 else None)
-                altered_teacher = None
-                if teacher is not None and augment > 0:
-                    teacher, altered_teacher = teacher
-                if teacher is not None and tuned is not None:
+                if tuned is not None and teacher_weight >= 1.0:  # the TF-IDF teacher would get no weight: not fitted
+                    teacher, altered_teacher = tuned
+                else:
+                    teacher = teacher_probabilities([token_lists[i] for i in tr_idx], y[tr_idx], len(classes), seed=seed,
+                                                    vectors=vectors, extra=(altered_tokens, altered_vectors, source) if augment > 0 else None)
+                    altered_teacher = None
+                    if teacher is not None and augment > 0:
+                        teacher, altered_teacher = teacher
+                if teacher is not None and tuned is not None and teacher_weight < 1.0:
                     teacher = (1.0 - teacher_weight) * teacher + teacher_weight * tuned[0]
                     altered_teacher = None if altered_teacher is None else (1.0 - teacher_weight) * altered_teacher + teacher_weight * tuned[1]
                 if altered_teacher is not None:

@@ -191,7 +191,10 @@ def test_the_teacher_weight_decides_whose_probabilities_the_lstm_learns(monkeypa
         def fine_tune(self, texts, y, num_classes, **kwargs):
             return Tuned()
 
+    fitted = []
+
     def tfidf(token_lists, y, num_classes, extra=None, **kwargs):  # the TF-IDF teacher: always sure of class 2
+        fitted.append(len(token_lists))
         sure = np.tile(np.array([0.0, 0.0, 1.0], dtype="float32"), (len(token_lists), 1))
         return sure if extra is None else (sure, np.tile(sure[:1], (len(extra[0]), 1)))
 
@@ -206,7 +209,10 @@ def test_the_teacher_weight_decides_whose_probabilities_the_lstm_learns(monkeypa
                                       augment_style="mix", embedding_dim=8, units=8, validation_fraction=0.0,
                                       class_weight="none", verbose=0)
         predicted[weight] = set(clf.predict([t.split() for t in texts[:3]])[0])
+        fitted.append(f"after weight {weight}")
     assert predicted == {1.0: {"negative"}, 0.0: {"positive"}}
+    # With weight 1 the TF-IDF teacher would count for nothing, so it is not fitted at all.
+    assert fitted == ["after weight 1.0", 60, "after weight 0.0"]
 
 
 @pytest.mark.parametrize(("option", "message"), [
