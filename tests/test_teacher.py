@@ -177,12 +177,12 @@ def test_altered_copies_refuse_shares_outside_0_and_1(option):
         augment_texts(["a b c"], 1, **option)
 
 
-def test_the_teacher_weight_decides_whose_probabilities_the_lstm_learns(monkeypatch):
-    from sparktweet import keras_io, sentence_encoder
+def fake_encoder(predict_proba):
+    """A stand-in for SentenceEncoder whose fine-tuned model answers with ``predict_proba(texts)``."""
 
-    class Tuned:  # the fine-tuned encoder: always sure of class 0
+    class Tuned:
         def predict_proba(self, texts):
-            return np.tile(np.array([1.0, 0.0, 0.0], dtype="float32"), (len(texts), 1))
+            return predict_proba(texts)
 
     class Encoder:
         def __init__(self, path=None):
@@ -191,6 +191,15 @@ def test_the_teacher_weight_decides_whose_probabilities_the_lstm_learns(monkeypa
         def fine_tune(self, texts, y, num_classes, **kwargs):
             return Tuned()
 
+    return Encoder
+
+
+def test_the_teacher_weight_decides_whose_probabilities_the_lstm_learns(monkeypatch):
+    from sparktweet import keras_io, sentence_encoder
+
+    def always_class_0(texts):  # the fine-tuned encoder: always sure of class 0
+        return np.tile(np.array([1.0, 0.0, 0.0], dtype="float32"), (len(texts), 1))
+
     fitted = []
 
     def tfidf(token_lists, y, num_classes, extra=None, **kwargs):  # the TF-IDF teacher: always sure of class 2
@@ -198,7 +207,7 @@ def test_the_teacher_weight_decides_whose_probabilities_the_lstm_learns(monkeypa
         sure = np.tile(np.array([0.0, 0.0, 1.0], dtype="float32"), (len(token_lists), 1))
         return sure if extra is None else (sure, np.tile(sure[:1], (len(extra[0]), 1)))
 
-    monkeypatch.setattr(sentence_encoder, "SentenceEncoder", Encoder)
+    monkeypatch.setattr(sentence_encoder, "SentenceEncoder", fake_encoder(always_class_0))
     monkeypatch.setattr(keras_io, "teacher_probabilities", tfidf)
     texts = ["good great thanks", "bad awful late", "flight today when"] * 20
     labels = ["negative", "neutral", "positive"] * 20
@@ -308,17 +317,9 @@ def test_every_averaged_member_learns_the_rows_and_the_copies(tmp_path, monkeypa
 
     from sparktweet import sentence_encoder
 
-    class Tuned:  # the fine-tuned encoder: the label each text's first word stands for
-        def predict_proba(self, texts):
-            first = {"good": 0, "bad": 1, "flight": 2}
-            return np.eye(3, dtype="float32")[[first.get((t.split() or ["flight"])[0], 2) for t in texts]]
-
-    class Encoder:
-        def __init__(self, path=None):
-            pass
-
-        def fine_tune(self, texts, y, num_classes, **kwargs):
-            return Tuned()
+    def by_first_word(texts):  # the fine-tuned encoder: the label each text's first word stands for
+        first = {"good": 0, "bad": 1, "flight": 2}
+        return np.eye(3, dtype="float32")[[first.get((t.split() or ["flight"])[0], 2) for t in texts]]
 
     fitted = []
     real_fit = keras.Model.fit
@@ -327,7 +328,7 @@ def test_every_averaged_member_learns_the_rows_and_the_copies(tmp_path, monkeypa
         fitted.append(len(x))
         return real_fit(self, x, y, **kwargs)
 
-    monkeypatch.setattr(sentence_encoder, "SentenceEncoder", Encoder)
+    monkeypatch.setattr(sentence_encoder, "SentenceEncoder", fake_encoder(by_first_word))
     monkeypatch.setattr(keras.Model, "fit", spy)
     texts = ["good great thanks so much", "bad awful not late again", "flight today when is it"] * 20
     tokens = [t.split() for t in texts]
