@@ -444,9 +444,10 @@ class TextClassifier:
                     altered_teacher = None
                     if teacher is not None and augment > 0:
                         teacher, altered_teacher = teacher
-                if teacher is not None and tuned is not None and teacher_weight < 1.0:
-                    teacher = (1.0 - teacher_weight) * teacher + teacher_weight * tuned[0]
-                    altered_teacher = None if altered_teacher is None else (1.0 - teacher_weight) * altered_teacher + teacher_weight * tuned[1]
+                    if teacher is not None and tuned is not None:
+                        teacher = (1.0 - teacher_weight) * teacher + teacher_weight * tuned[0]
+                        altered_teacher = (None if altered_teacher is None
+                                           else (1.0 - teacher_weight) * altered_teacher + teacher_weight * tuned[1])
                 if altered_teacher is not None:
                     transfer = (vocab.encode(altered_tokens, max_len), altered_teacher)
                 if teacher is not None:
