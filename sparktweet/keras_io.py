@@ -70,6 +70,9 @@ class Vocabulary:
 
 POOLINGS = ("last", "last_mean", "attention")
 CLASS_WEIGHTS = ("balanced", "sqrt", "none")
+# "constant": Adam at learning_rate throughout (early stopping picks the epoch); "cosine": the rate falls
+# from learning_rate to 0 along a half cosine over the run's epochs, so the last epoch ends at 0.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def build_lstm(
@@ -342,6 +345,7 @@ class TextClassifier:
         augment_style: str = "drop",
         teacher_finetune: int = 0,
         teacher_weight: float = 0.5,
+        lr_schedule: str = "constant",
         tokenize: Callable[[Sequence[str]], list[list[str]]] | None = None,
         verbose: int = 2,
     ) -> tuple["TextClassifier", dict]:
@@ -374,6 +378,8 @@ class TextClassifier:
         ``tokenize`` turns the altered raw texts into tokens as the rows' were made; without it (or
         without ``teacher_texts``) the joined tokens are altered.
         ``label_smoothing`` smooths the targets towards uniform.
+        ``lr_schedule`` (:data:`LR_SCHEDULES`): "cosine" decays the learning rate to 0 over ``epochs`` (the
+        student's over ``student_epochs``); early stopping still restores the best epoch.
 
         ``student`` (with ``ensemble`` > 1) distils the ensemble into one LSTM: the members are trained
         as above, then one more LSTM (same recipe, seed ``seed + 7777``, member 0's word2vec init) learns
@@ -391,6 +397,8 @@ class TextClassifier:
             raise ValueError(f"teacher_finetune must be 0, or epochs > 0 with a teacher_encoder (got {teacher_finetune})")
         if not 0.0 <= teacher_weight <= 1.0:
             raise ValueError(f"teacher_weight must be between 0 and 1, got {teacher_weight}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if augment_style not in AUGMENT_STYLES:
             raise ValueError(f"augment_style must be one of {sorted(AUGMENT_STYLES)}, got {augment_style!r}")
         classes = list(label_order) if label_order else sorted(set(labels))
@@ -471,10 +479,15 @@ class TextClassifier:
                 len(vocab), len(classes), matrix, embedding_dim=embedding_dim, units=units, dropout=dropout,
                 pooling=pooling, learning_rate=learning_rate, name=name, lexicon=lexicon, valence=valence,
             )
-            if soft_targets:
+            rate = learning_rate
+            if lr_schedule == "cosine":
+                steps = -(-len(x[tr_idx] if fit_x is None else fit_x) // batch_size) * run_epochs
+                rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
+            if soft_targets or lr_schedule != "constant":
                 model.compile(
-                    optimizer=keras.optimizers.Adam(learning_rate),
-                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                    optimizer=keras.optimizers.Adam(rate),
+                    loss=(keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if soft_targets
+                          else "sparse_categorical_crossentropy"),
                     metrics=["accuracy"],
                 )
             callbacks = []

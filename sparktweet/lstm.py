@@ -108,6 +108,12 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
         "(0.5 = their mean, 1 = the encoder alone).",
         typeConverter=TypeConverters.toFloat,
     )
+    lrSchedule: Param[str] = Param(
+        Params._dummy(), "lrSchedule",
+        "Learning rate over training: 'constant' (early stopping picks the epoch) or 'cosine' (falls to 0 along a half "
+        "cosine over the epochs).",
+        typeConverter=TypeConverters.toString,
+    )
     labelSmoothing: Param[float] = Param(Params._dummy(), "labelSmoothing", "Label smoothing of the training loss (0 = none).", typeConverter=TypeConverters.toFloat)
     pooling: Param[str] = Param(
         Params._dummy(), "pooling", "How the BiLSTM's outputs become one vector: 'last', 'last_mean' or 'attention'.",
@@ -128,7 +134,7 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
             labels=[], maxLen=40, vocabSize=8000, embeddingDim=64, lstmUnits=64, epochs=6,
             validationFraction=0.1, classWeight="balanced", pretrainEmbeddings=True, seed=13, tfThreads=1, keepStopWords=False,
             ensembleSize=1, ensembleStudent=False, pooling="last", lexicon=False, distill=0.0, labelSmoothing=0.0, keepMarks=False,
-            teacherEncoder="", augment=0, teacherFineTune=0, augmentStyle="drop", teacherWeight=0.5,
+            teacherEncoder="", augment=0, teacherFineTune=0, augmentStyle="drop", teacherWeight=0.5, lrSchedule="constant",
         )
 
     def getLabelCol(self) -> str:
@@ -160,6 +166,7 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
             "teacher_finetune": self.getOrDefault(self.teacherFineTune),
             "augment_style": self.getOrDefault(self.augmentStyle),
             "teacher_weight": self.getOrDefault(self.teacherWeight),
+            "lr_schedule": self.getOrDefault(self.lrSchedule),
         }
 
     def _input(self, dataset: DataFrame) -> str:

@@ -94,6 +94,7 @@ class SentimentClassifier(LstmClassifier, _SentimentParams):
         teacherFineTune: int = 0,
         augmentStyle: str = "drop",
         teacherWeight: float = 0.5,
+        lrSchedule: str = "constant",
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)

@@ -292,7 +292,7 @@ class TopicClassifier(LstmClassifier, _TopicParams):
         scoreCol: str = "category_score", errorCol: str = "error", epochs: int = 6, maxLen: int = 40, vocabSize: int = 8000,
         embeddingDim: int = 64, lstmUnits: int = 64, batchSize: int = 1024, validationFraction: float = 0.1,
         classWeight: str = "balanced", pretrainEmbeddings: bool = True, seed: int = 13, tfThreads: int = 1, keepStopWords: bool = False,
-        ensembleSize: int = 1, ensembleStudent: bool = False, pooling: str = "last",
+        ensembleSize: int = 1, ensembleStudent: bool = False, pooling: str = "last", lrSchedule: str = "constant",
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)

@@ -100,9 +100,36 @@ def test_ensemble_student_param_reaches_train_kwargs():
     assert SentimentModel().getOrDefault("ensembleStudent") is False  # models saved before the Param load with it off
 
 
+def test_cosine_schedule_decays_to_zero_over_the_run_and_still_learns(monkeypatch):
+    import keras
+
+    made = []
+    adam = keras.optimizers.Adam
+
+    def spy(learning_rate, **kwargs):
+        made.append(learning_rate)
+        return adam(learning_rate, **kwargs)
+
+    monkeypatch.setattr(keras.optimizers, "Adam", spy)
+    for distill in (0.0, 0.5):  # hard labels (recompiled for the schedule) and soft targets
+        made.clear()
+        clf, _ = TextClassifier.train(TOKENS, LABELS, epochs=12, batch_size=16, lr_schedule="cosine", distill=distill, embedding_dim=8,
+                                      units=8, validation_fraction=0.0, verbose=0)
+        schedules = [lr for lr in made if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule)]
+        assert len(schedules) == 1
+        steps = 12 * -(-len(TOKENS) // 16)  # every batch of every epoch
+        assert schedules[0].decay_steps == steps
+        assert float(schedules[0](0)) == pytest.approx(2e-3) and float(schedules[0](steps)) == pytest.approx(0.0, abs=1e-9)
+        assert clf.predict(TOKENS[:3])[0] == ["positive", "negative", "neutral"]
+    assert SentimentClassifier(lrSchedule="cosine").trainKwargs()["lr_schedule"] == "cosine"
+    assert TopicClassifier().trainKwargs()["lr_schedule"] == "constant"
+
+
 def test_unknown_options_are_refused():
     with pytest.raises(ValueError, match="pooling"):
         TextClassifier.train(TOKENS, LABELS, epochs=1, pooling="max", verbose=0)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TextClassifier.train(TOKENS, LABELS, epochs=1, lr_schedule="linear", verbose=0)
     with pytest.raises(ValueError, match="class_weight"):
         TextClassifier.train(TOKENS, LABELS, epochs=1, class_weight="inverse", verbose=0)
 
