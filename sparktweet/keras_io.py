@@ -481,7 +481,7 @@ class TextClassifier:
             )
             rate = learning_rate
             if lr_schedule == "cosine":
-                steps = -(-len(x[tr_idx] if fit_x is None else fit_x) // batch_size) * run_epochs
+                steps = -(-(len(tr_idx) if fit_x is None else len(fit_x)) // batch_size) * run_epochs
                 rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
             if soft_targets or lr_schedule != "constant":
                 model.compile(
