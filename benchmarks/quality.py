@@ -142,10 +142,11 @@ def sentiment_lstm(train: pd.DataFrame, evaluate: pd.DataFrame, overrides: dict[
     overrides = dict(overrides)
     marks = bool(overrides.pop("keep_marks", stage.getOrDefault("keepMarks")))
     kwargs = {**stage.trainKwargs(), **overrides}
-    if quick:  # the recipe's every part, cut short: 2 LSTM epochs, 1 teacher fine-tuning epoch, 2 copies per row
+    if quick:  # the recipe's every part, cut short: 2 LSTM epochs, 1 teacher fine-tuning epoch, 2 copies per row, 2 LSTMs
         kwargs["epochs"] = min(int(kwargs["epochs"]), 2)
         kwargs["teacher_finetune"] = min(int(kwargs["teacher_finetune"]), 1)
         kwargs["augment"] = min(int(kwargs["augment"]), 2)
+        kwargs["ensemble"] = min(int(kwargs["ensemble"]), 2)
     column = lstm_input_column(stage)
     if marks and column == "lstm_tokens":
         column = "lstm_mark_tokens"

@@ -346,6 +346,7 @@ class TextClassifier:
         teacher_finetune: int = 0,
         teacher_weight: float = 0.5,
         lr_schedule: str = "constant",
+        teacher_per_member: bool = False,
         tokenize: Callable[[Sequence[str]], list[list[str]]] | None = None,
         verbose: int = 2,
     ) -> tuple["TextClassifier", dict]:
@@ -386,6 +387,11 @@ class TextClassifier:
         ``(1 - student_weight) * targets + student_weight * ensemble probabilities`` on the training rows,
         for ``student_epochs`` epochs (default ``epochs``). The returned model is that one LSTM: the
         cost of one at inference. Its history keys carry a ``student_`` prefix.
+
+        ``teacher_per_member`` (with ``ensemble`` > 1 and ``distill``, not with ``student``): each member
+        after the first gets its own teacher and altered copies, made with the member's seed (``seed + 1000 *
+        member``), so the members differ in their targets as well as in their weights. A fine-tuned teacher
+        is then fine-tuned once per member: that many times the teacher's training cost.
         """
         import keras
 
@@ -397,6 +403,9 @@ class TextClassifier:
             raise ValueError(f"teacher_finetune must be 0, or epochs > 0 with a teacher_encoder (got {teacher_finetune})")
         if not 0.0 <= teacher_weight <= 1.0:
             raise ValueError(f"teacher_weight must be between 0 and 1, got {teacher_weight}")
+        if teacher_per_member and (ensemble < 2 or distill <= 0 or student):
+            raise ValueError("teacher_per_member needs an ensemble (ensemble > 1) of LSTMs with a teacher (distill > 0), "
+                             "and no student (its targets come from one teacher)")
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if augment_style not in AUGMENT_STYLES:
@@ -416,55 +425,63 @@ class TextClassifier:
 
             valence = np.concatenate([np.zeros(2, dtype="float32"), valences(vocab.words)])
         soft = distill > 0 or label_smoothing > 0
-        targets = y[tr_idx]
         distil = student and ensemble > 1
-        transfer = None  # (encoded altered copies, their teacher probabilities) for the model that is kept
-        if soft:
-            targets = np.eye(len(classes), dtype="float32")[y[tr_idx]]
-            if distill > 0:
-                texts = list(teacher_texts) if teacher_texts is not None else [" ".join(t) for t in token_lists]
-                if len(texts) != len(token_lists):
-                    raise ValueError(f"teacher_texts has {len(texts)} rows for {len(token_lists)} token lists")
-                fit_texts = [texts[i] for i in tr_idx]
-                altered, altered_tokens, source = [], [], np.zeros(0, dtype="int64")
-                if augment > 0:
-                    altered, source = augment_texts(fit_texts, augment, seed=seed, **AUGMENT_STYLES[augment_style])
-                    from_text = tokenize is not None and teacher_texts is not None
-                    altered_tokens = tokenize(altered) if from_text else [t.split() for t in altered]
-                vectors = altered_vectors = tuned = None
-                if teacher_encoder:
-                    from sparktweet.sentence_encoder import SentenceEncoder
 
-                    encoder = SentenceEncoder(None if teacher_encoder == "default" else teacher_encoder)
-                    if teacher_finetune > 0:
-                        model = encoder.fine_tune(fit_texts, y[tr_idx], len(classes), epochs=teacher_finetune, seed=seed)
-                        tuned = (model.predict_proba(fit_texts), model.predict_proba(altered) if augment > 0 else None)
-                        del model
+        def shaped_targets(teacher_seed: int):
+            """The kept model's targets for the training rows, and ``transfer``: (encoded altered copies, their
+            teacher probabilities) or None. ``teacher_seed`` seeds the copies, the folds and the fine-tuning."""
+            targets = y[tr_idx]
+            transfer = None
+            if soft:
+                targets = np.eye(len(classes), dtype="float32")[y[tr_idx]]
+                if distill > 0:
+                    texts = list(teacher_texts) if teacher_texts is not None else [" ".join(t) for t in token_lists]
+                    if len(texts) != len(token_lists):
+                        raise ValueError(f"teacher_texts has {len(texts)} rows for {len(token_lists)} token lists")
+                    fit_texts = [texts[i] for i in tr_idx]
+                    altered, altered_tokens, source = [], [], np.zeros(0, dtype="int64")
+                    if augment > 0:
+                        altered, source = augment_texts(fit_texts, augment, seed=teacher_seed, **AUGMENT_STYLES[augment_style])
+                        from_text = tokenize is not None and teacher_texts is not None
+                        altered_tokens = tokenize(altered) if from_text else [t.split() for t in altered]
+                    vectors = altered_vectors = tuned = None
+                    if teacher_encoder:
+                        from sparktweet.sentence_encoder import SentenceEncoder
+
+                        encoder = SentenceEncoder(None if teacher_encoder == "default" else teacher_encoder)
+                        if teacher_finetune > 0:
+                            model = encoder.fine_tune(fit_texts, y[tr_idx], len(classes), epochs=teacher_finetune, seed=teacher_seed)
+                            tuned = (model.predict_proba(fit_texts), model.predict_proba(altered) if augment > 0 else None)
+                            del model
+                        else:
+                            vectors = encoder.encode(fit_texts)
+                            altered_vectors = encoder.encode(altered) if augment > 0 else None
+                        del encoder  # its weights (about 90 MB) are not needed while the LSTMs train
+                    if tuned is not None and teacher_weight >= 1.0:  # the TF-IDF teacher would get no weight: not fitted
+                        teacher, altered_teacher = tuned
                     else:
-                        vectors = encoder.encode(fit_texts)
-                        altered_vectors = encoder.encode(altered) if augment > 0 else None
-                    del encoder  # its weights (about 90 MB) are not needed while the LSTMs train
-                if tuned is not None and teacher_weight >= 1.0:  # the TF-IDF teacher would get no weight: not fitted
-                    teacher, altered_teacher = tuned
-                else:
-                    teacher = teacher_probabilities([token_lists[i] for i in tr_idx], y[tr_idx], len(classes), seed=seed,
-                                                    vectors=vectors, extra=(altered_tokens, altered_vectors, source) if augment > 0 else None)
-                    altered_teacher = None
-                    if teacher is not None and augment > 0:
-                        teacher, altered_teacher = teacher
-                    if teacher is not None and tuned is not None:
-                        teacher = (1.0 - teacher_weight) * teacher + teacher_weight * tuned[0]
-                        altered_teacher = (None if altered_teacher is None
-                                           else (1.0 - teacher_weight) * altered_teacher + teacher_weight * tuned[1])
-                if altered_teacher is not None:
-                    transfer = (vocab.encode(altered_tokens, max_len), altered_teacher)
-                if teacher is not None:
-                    targets = (1.0 - distill) * targets + distill * teacher
+                        extra = (altered_tokens, altered_vectors, source) if augment > 0 else None
+                        teacher = teacher_probabilities([token_lists[i] for i in tr_idx], y[tr_idx], len(classes),
+                                                        seed=teacher_seed, vectors=vectors, extra=extra)
+                        altered_teacher = None
+                        if teacher is not None and augment > 0:
+                            teacher, altered_teacher = teacher
+                        if teacher is not None and tuned is not None:
+                            teacher = (1.0 - teacher_weight) * teacher + teacher_weight * tuned[0]
+                            altered_teacher = (None if altered_teacher is None
+                                               else (1.0 - teacher_weight) * altered_teacher + teacher_weight * tuned[1])
+                    if altered_teacher is not None:
+                        transfer = (vocab.encode(altered_tokens, max_len), altered_teacher)
+                    if teacher is not None:
+                        targets = (1.0 - distill) * targets + distill * teacher
+            return targets, transfer
+
+        targets, transfer = shaped_targets(seed)
         sample_weight = None if weights is None else np.array([weights[int(c)] for c in y[tr_idx]], dtype="float32")
 
-        def with_transfer(row_targets: np.ndarray, altered_targets: np.ndarray):
+        def with_transfer(row_targets: np.ndarray, altered_x: np.ndarray, altered_targets: np.ndarray):
             """(targets, inputs, sample weights) of the training rows followed by the altered copies."""
-            fit_x = np.concatenate([x[tr_idx], transfer[0]])
+            fit_x = np.concatenate([x[tr_idx], altered_x])
             fit_targets = np.concatenate([row_targets, altered_targets]).astype("float32")
             fit_weight = None
             if weights is not None:
@@ -524,11 +541,15 @@ class TextClassifier:
             if member == 0:
                 first_matrix = matrix
             name = f"lstm_{member}" if ensemble > 1 else None
-            if transfer is not None and not distil:  # the altered copies go to the model that is kept
-                rows_targets, rows_x, rows_weight = with_transfer(targets, transfer[1])
+            member_targets, member_transfer = targets, transfer
+            if teacher_per_member and member > 0:
+                log.info("ensemble member %d: its own teacher and copies (seed %d)", member, member_seed)
+                member_targets, member_transfer = shaped_targets(member_seed)
+            if member_transfer is not None and not distil:  # the altered copies go to the model that is kept
+                rows_targets, rows_x, rows_weight = with_transfer(member_targets, *member_transfer)
                 inference, fitted = fit_one(matrix, rows_targets, True, rows_x, rows_weight, name=name)
             else:
-                inference, fitted = fit_one(matrix, targets, soft, name=name)
+                inference, fitted = fit_one(matrix, member_targets, soft, name=name)
             members.append(inference)
             prefix = f"member{member}_" if ensemble > 1 else ""
             history.update({prefix + k: v for k, v in fitted.items()})
@@ -542,7 +563,7 @@ class TextClassifier:
                 # As for the training rows, with the teacher in place of the labels.
                 altered_ensemble = np.asarray(model.predict(transfer[0], batch_size=1024, verbose=0))
                 altered_targets = (1.0 - student_weight) * transfer[1] + student_weight * altered_ensemble
-                rows_targets, rows_x, rows_weight = with_transfer(student_targets, altered_targets)
+                rows_targets, rows_x, rows_weight = with_transfer(student_targets, transfer[0], altered_targets)
                 model, fitted = fit_one(first_matrix, rows_targets, True, rows_x, rows_weight, run_epochs=student_epochs or epochs)
             else:
                 model, fitted = fit_one(first_matrix, student_targets, True, run_epochs=student_epochs or epochs)

@@ -114,6 +114,12 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
         "cosine over the epochs).",
         typeConverter=TypeConverters.toString,
     )
+    teacherPerMember: Param[bool] = Param(
+        Params._dummy(), "teacherPerMember",
+        "With ensembleSize > 1 and a teacher (distill > 0), no ensembleStudent: each LSTM after the first learns from its own "
+        "teacher and altered copies, made with its own seed (a fine-tuned teacher is fine-tuned once per LSTM).",
+        typeConverter=TypeConverters.toBoolean,
+    )
     labelSmoothing: Param[float] = Param(Params._dummy(), "labelSmoothing", "Label smoothing of the training loss (0 = none).", typeConverter=TypeConverters.toFloat)
     pooling: Param[str] = Param(
         Params._dummy(), "pooling", "How the BiLSTM's outputs become one vector: 'last', 'last_mean' or 'attention'.",
@@ -135,6 +141,7 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
             validationFraction=0.1, classWeight="balanced", pretrainEmbeddings=True, seed=13, tfThreads=1, keepStopWords=False,
             ensembleSize=1, ensembleStudent=False, pooling="last", lexicon=False, distill=0.0, labelSmoothing=0.0, keepMarks=False,
             teacherEncoder="", augment=0, teacherFineTune=0, augmentStyle="drop", teacherWeight=0.5, lrSchedule="constant",
+            teacherPerMember=False,
         )
 
     def getLabelCol(self) -> str:
@@ -167,6 +174,7 @@ class _LstmParams(HasTokensCol, HasTextCol, HasErrorCol, HasBatchSize):
             "augment_style": self.getOrDefault(self.augmentStyle),
             "teacher_weight": self.getOrDefault(self.teacherWeight),
             "lr_schedule": self.getOrDefault(self.lrSchedule),
+            "teacher_per_member": self.getOrDefault(self.teacherPerMember),
         }
 
     def _input(self, dataset: DataFrame) -> str:

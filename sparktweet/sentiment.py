@@ -95,6 +95,7 @@ class SentimentClassifier(LstmClassifier, _SentimentParams):
         augmentStyle: str = "drop",
         teacherWeight: float = 0.5,
         lrSchedule: str = "constant",
+        teacherPerMember: bool = False,
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)

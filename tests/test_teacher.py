@@ -344,3 +344,62 @@ def test_every_averaged_member_learns_the_rows_and_the_copies(tmp_path, monkeypa
     loaded = TextClassifier.load(str(tmp_path))
     assert sum(layer.name.startswith("lstm_") for layer in loaded.model.layers) == 2  # both members are saved
     assert loaded.predict(tokens[:3])[0] == ["positive", "negative", "neutral"]
+
+
+def test_each_ensemble_member_can_learn_from_its_own_teacher(monkeypatch):
+    from sparktweet import keras_io, sentence_encoder
+    from sparktweet.sentiment import SentimentClassifier
+
+    tuned_seeds, copy_seeds, members = [], [], []
+
+    class Tuned:
+        def __init__(self, seed):
+            self.sure = np.eye(3, dtype="float32")[0 if seed == 13 else 2]  # teacher of seed 13: class 0; any other: class 2
+
+        def predict_proba(self, texts):
+            return np.tile(self.sure, (len(texts), 1))
+
+    class Encoder:
+        def __init__(self, path=None):
+            pass
+
+        def fine_tune(self, texts, y, num_classes, seed=13, **kwargs):
+            tuned_seeds.append(seed)
+            return Tuned(seed)
+
+    real_augment, real_average = keras_io.augment_texts, keras_io._average
+
+    def augment(texts, copies, seed=13, **kwargs):
+        copy_seeds.append(seed)
+        return real_augment(texts, copies, seed=seed, **kwargs)
+
+    def average(models):
+        members.extend(models)
+        return real_average(models)
+
+    monkeypatch.setattr(sentence_encoder, "SentenceEncoder", Encoder)
+    monkeypatch.setattr(keras_io, "augment_texts", augment)
+    monkeypatch.setattr(keras_io, "_average", average)
+    texts = ["good great thanks", "bad awful late", "flight today when"] * 20
+    tokens = [t.split() for t in texts]
+    labels = ["negative", "neutral", "positive"] * 20
+    answers = {}
+    for per_member in (True, False):
+        tuned_seeds.clear(), copy_seeds.clear(), members.clear()
+        TextClassifier.train(tokens, labels, label_order=labels[:3], epochs=15, ensemble=2, distill=1.0, teacher_encoder="default",
+                             teacher_finetune=1, teacher_weight=1.0, augment=1, augment_style="mix", embedding_dim=8, units=8,
+                             validation_fraction=0.0, class_weight="none", teacher_per_member=per_member, verbose=0)
+        x = keras_io.Vocabulary.build(tokens).encode(tokens[:3], 40)
+        answers[per_member] = [set(np.asarray(m(x)).argmax(axis=1).tolist()) for m in members]
+        assert tuned_seeds == copy_seeds == ([13, 1013] if per_member else [13])
+    # Each member learnt what its own teacher wrote; without the option both learnt the first teacher.
+    assert answers == {True: [{0}, {2}], False: [{0}, {0}]}
+    assert SentimentClassifier(teacherPerMember=True).trainKwargs()["teacher_per_member"] is True
+    assert SentimentClassifier().trainKwargs()["teacher_per_member"] is False
+
+
+@pytest.mark.parametrize("option", [{"ensemble": 1}, {"distill": 0.0}, {"student": True}])
+def test_a_teacher_per_member_needs_an_ensemble_with_a_teacher_and_no_student(option):
+    kwargs = {"ensemble": 2, "distill": 0.5, "teacher_per_member": True, **option}
+    with pytest.raises(ValueError, match="teacher_per_member needs an ensemble"):
+        TextClassifier.train([["a"], ["b"], ["c"]], ["x", "y", "x"], epochs=1, verbose=0, **kwargs)
