@@ -11,6 +11,8 @@ import sys
 import pytest
 from conftest import ROOT
 
+from sparktweet.evaluation import OBVIOUS_CATEGORY
+
 
 def run(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], check=False, capture_output=True, text=True,
@@ -26,6 +28,9 @@ def test_quality_benchmark_reports_every_figure_and_the_seed_spread(tmp_path, sh
     for part in ("sentiment", "baseline", "topic"):
         assert 0.0 < figures[part]["accuracy"] <= 1.0 and 0.0 < figures[part]["macro_f1"] <= 1.0
     assert 0.0 <= figures["lda"]["agreement"]["pooled_share"] <= 1.0
+    reference = figures["lda"]["supervised_reference"]
+    assert 0.0 < reference["pooled_share"] <= 1.0 and reference["n"] == sum(
+        row["n"] for reason, row in figures["lda"]["agreement"]["per_reason"].items() if reason in OBVIOUS_CATEGORY)
     spread = figures["sentiment_seeds"]
     assert [r["seed"] for r in spread["runs"]] == [13, 14]
     assert spread["runs"][0]["accuracy"] == figures["sentiment"]["accuracy"]  # the headline is the shipped seed's run
@@ -61,3 +66,24 @@ def test_throughput_benchmark_scores_every_tweet_in_spark_and_in_plain_python(tm
     assert figures["spark_peak_rss_mb"] > 0 and figures["plain_peak_rss_mb"] > 0
     for row in ("whole pipeline, Spark local[2], warm", "Spark / plain Python", "one LSTM", "naive per-row UDF", "peak RSS"):
         assert row in proc.stdout, row
+
+
+def test_the_lda_reference_learns_the_human_reasons_and_counts_pooled_tweets_only():
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("quality_bench", ROOT / "benchmarks" / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    says = {"Lost Luggage": "where is my bag, my suitcase is lost", "Cancelled Flight": "you cancelled my flight again",
+            "Late Flight": "delayed three hours, late again", "Customer Service Issue": "nobody answers the phone"}
+    train = pd.DataFrame([{"text": f"{text} #{i}", "negativereason": reason} for i in range(10) for reason, text in says.items()])
+    evaluate = train.iloc[:8].reset_index(drop=True)
+    ref = quality.reasons_reference(train, evaluate)
+    assert ref == {"pooled_share": 1.0, "n_train": 30, "n": 6}  # the Customer Service Issue rows are not pooled
+    # The same texts under each other's reasons: the reference agrees with none of them.
+    swapped = evaluate.assign(negativereason=evaluate["negativereason"].map(
+        {"Lost Luggage": "Cancelled Flight", "Cancelled Flight": "Late Flight", "Late Flight": "Lost Luggage",
+         "Customer Service Issue": "Customer Service Issue"}))
+    assert quality.reasons_reference(train, swapped)["pooled_share"] == 0.0
