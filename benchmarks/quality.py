@@ -156,9 +156,11 @@ def sentiment_lstm(train: pd.DataFrame, evaluate: pd.DataFrame, overrides: dict[
     """The sentiment LSTM exactly as the training job's pipeline trains it, scored on ``evaluate``."""
     from sparktweet.keras_io import TextClassifier
     from sparktweet.sentiment import SentimentClassifier
+    from sparktweet.config import load_config
     from sparktweet.training import build_pipeline
 
-    stage = next(s for s in build_pipeline().getStages() if isinstance(s, SentimentClassifier))
+    # The training job's pipeline on the default config (conf/default.yaml: the sentiment LSTMs' epochs among others).
+    stage = next(s for s in build_pipeline(load_config()).getStages() if isinstance(s, SentimentClassifier))
     overrides = dict(overrides)
     marks = bool(overrides.pop("keep_marks", stage.getOrDefault("keepMarks")))
     kwargs = {**stage.trainKwargs(), **overrides}

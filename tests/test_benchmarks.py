@@ -87,3 +87,34 @@ def test_the_lda_reference_learns_the_human_reasons_and_counts_pooled_tweets_onl
         {"Lost Luggage": "Cancelled Flight", "Cancelled Flight": "Late Flight", "Late Flight": "Lost Luggage",
          "Customer Service Issue": "Customer Service Issue"}))
     assert quality.reasons_reference(train, swapped)["pooled_share"] == 0.0
+
+
+def test_the_quality_benchmark_trains_the_training_jobs_sentiment_recipe(monkeypatch):
+    import importlib.util
+
+    import pandas as pd
+
+    from sparktweet.config import load_config
+    from sparktweet.keras_io import TextClassifier
+    from sparktweet.sentiment import SentimentClassifier
+    from sparktweet.training import build_pipeline
+
+    spec = importlib.util.spec_from_file_location("quality_bench", ROOT / "benchmarks" / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def train(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(TextClassifier, "train", train)
+    frame = quality.add_tokens(pd.DataFrame({"text": ["so late again", "thanks a lot"], "airline_sentiment": ["negative", "positive"]}))
+    with pytest.raises(Stop):
+        quality.sentiment_lstm(frame, frame, {}, quick=False)
+    job = next(s for s in build_pipeline(load_config()).getStages() if isinstance(s, SentimentClassifier)).trainKwargs()
+    assert {k: seen[k] for k in job} == job
+    assert seen["epochs"] == load_config()["train"]["sentiment_epochs"] != SentimentClassifier().getOrDefault("epochs")
