@@ -68,14 +68,20 @@ def test_throughput_benchmark_scores_every_tweet_in_spark_and_in_plain_python(tm
         assert row in proc.stdout, row
 
 
-def test_the_lda_reference_learns_the_human_reasons_and_counts_pooled_tweets_only():
-    import importlib.util
 
-    import pandas as pd
+def _quality_module():
+    """benchmarks/quality.py imported as a module (it is a script, not a package member)."""
+    import importlib.util
 
     spec = importlib.util.spec_from_file_location("quality_bench", ROOT / "benchmarks" / "quality.py")
     quality = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(quality)
+    return quality
+
+def test_the_lda_reference_learns_the_human_reasons_and_counts_pooled_tweets_only():
+    import pandas as pd
+
+    quality = _quality_module()
     says = {"Lost Luggage": "where is my bag, my suitcase is lost", "Cancelled Flight": "you cancelled my flight again",
             "Late Flight": "delayed three hours, late again", "Customer Service Issue": "nobody answers the phone"}
     train = pd.DataFrame([{"text": f"{text} #{i}", "negativereason": reason} for i in range(10) for reason, text in says.items()])
@@ -90,8 +96,6 @@ def test_the_lda_reference_learns_the_human_reasons_and_counts_pooled_tweets_onl
 
 
 def test_the_quality_benchmark_trains_the_training_jobs_sentiment_recipe(monkeypatch):
-    import importlib.util
-
     import pandas as pd
 
     from sparktweet.config import load_config
@@ -99,9 +103,7 @@ def test_the_quality_benchmark_trains_the_training_jobs_sentiment_recipe(monkeyp
     from sparktweet.sentiment import SentimentClassifier
     from sparktweet.training import build_pipeline
 
-    spec = importlib.util.spec_from_file_location("quality_bench", ROOT / "benchmarks" / "quality.py")
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
+    quality = _quality_module()
     seen = {}
 
     class Stop(Exception):
