@@ -128,8 +128,6 @@ def tfidf_baseline(fit: pd.DataFrame, tune: pd.DataFrame | None, final_fit: pd.D
     """
     from sklearn.metrics import accuracy_score, f1_score
 
-    model = tfidf_lr
-
     grid = [(3.0, None), (3.0, "balanced"), (10.0, None), (10.0, "balanced")]
     if quick:
         grid = grid[:1]
@@ -138,14 +136,14 @@ def tfidf_baseline(fit: pd.DataFrame, tune: pd.DataFrame | None, final_fit: pd.D
     if tune is not None and len(grid) > 1:
         scores = []
         for c, weight in grid:
-            pred = model(c, weight).fit(fit["text"], fit["airline_sentiment"]).predict(tune["text"])
+            pred = tfidf_lr(c, weight).fit(fit["text"], fit["airline_sentiment"]).predict(tune["text"])
             acc = accuracy_score(tune["airline_sentiment"], pred)
             f1 = f1_score(tune["airline_sentiment"], pred, average="macro")
             tried.append({"C": c, "class_weight": weight, "val_accuracy": acc, "val_macro_f1": f1})
             scores.append(acc + f1)
             log.info("baseline C=%s class_weight=%s: validation accuracy %.3f macro-F1 %.3f", c, weight, acc, f1)
         best = grid[int(np.argmax(scores))]
-    pred = model(*best).fit(final_fit["text"], final_fit["airline_sentiment"]).predict(evaluate["text"])
+    pred = tfidf_lr(*best).fit(final_fit["text"], final_fit["airline_sentiment"]).predict(evaluate["text"])
     metrics = classification_metrics(evaluate["airline_sentiment"].tolist(), list(pred), SENTIMENTS)
     metrics["chosen"] = {"C": best[0], "class_weight": best[1]}
     metrics["tuning"] = tried
@@ -154,9 +152,9 @@ def tfidf_baseline(fit: pd.DataFrame, tune: pd.DataFrame | None, final_fit: pd.D
 
 def sentiment_lstm(train: pd.DataFrame, evaluate: pd.DataFrame, overrides: dict[str, Any], quick: bool) -> dict[str, Any]:
     """The sentiment LSTM exactly as the training job's pipeline trains it, scored on ``evaluate``."""
+    from sparktweet.config import load_config
     from sparktweet.keras_io import TextClassifier
     from sparktweet.sentiment import SentimentClassifier
-    from sparktweet.config import load_config
     from sparktweet.training import build_pipeline
 
     # The training job's pipeline on the default config (conf/default.yaml: the sentiment LSTMs' epochs among others).

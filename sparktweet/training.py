@@ -52,10 +52,11 @@ def build_pipeline(config: Mapping[str, Any] | None = None) -> Pipeline:
             # with the LSTM's seed (at training time only: the pipeline ships the LSTMs, averaged). Each learns the
             # rows and 16 "mix" copies of each (words swapped, pieces of two tweets joined), which its teacher alone
             # labels, without class weights (the teacher's probabilities carry the classes' real shares), for two
-            # epochs with a cosine learning rate. Validation part, seeds 13-15: one such LSTM 0.829 +- 0.005
-            # accuracy / 0.778 +- 0.006 macro-F1; the three averaged, 0.832 / 0.781; against 0.826 +- 0.002 /
-            # 0.775 +- 0.005 for the one LSTM of the previous recipe and 0.828 / 0.775 for three LSTMs sharing
-            # one teacher (docs/benchmarks.md, "Three teachers").
+            # epochs with a cosine learning rate. Validation part: one such LSTM per seed 13-15, 0.829 +- 0.005
+            # accuracy / 0.778 +- 0.006 macro-F1; those three averaged, 0.832 / 0.781; 0.828 / 0.775 for three
+            # LSTMs sharing one teacher; 0.826 +- 0.002 / 0.775 +- 0.005 for the previous recipe's one LSTM. Run once
+            # as it stands (seed 13), this recipe gave 0.827 / 0.773: its gain is about the spread between
+            # runs (docs/benchmarks.md, "Three teachers").
             SentimentClassifier(ensembleSize=3, ensembleStudent=False, teacherEncoder="default", teacherFineTune=3,
                                 teacherWeight=1.0, augment=16, augmentStyle="mix", classWeight="none", teacherPerMember=True,
                                 lrSchedule="cosine", **sentiment),
