@@ -8,4 +8,5 @@ export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$(command -v python)}"
 export TF_CPP_MIN_LOG_LEVEL=2
 [ -x scripts/install_postgres.sh ] && bash scripts/install_postgres.sh >/dev/null
 [ -x scripts/install_browser.sh ] && bash scripts/install_browser.sh >/dev/null
-exec python -m pytest -p no:cacheprovider "$@"
+# The slowest tests are listed at the end, so a CI run shows where its time goes.
+exec python -m pytest -p no:cacheprovider --durations=25 "$@"

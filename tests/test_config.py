@@ -67,3 +67,29 @@ def test_worker_cache_loads_once_per_process():
     first = cached("test", "/some/path", lambda p: calls.append(p) or object())
     again = cached("test", "/some/path", lambda p: calls.append(p) or object())
     assert first is again and calls == ["/some/path"]
+
+
+def _sentiment_kwargs(overrides):
+    from sparktweet.sentiment import SentimentClassifier
+    from sparktweet.training import build_pipeline
+
+    stages = build_pipeline(load_config(overrides=overrides)).getStages()
+    return next(s for s in stages if isinstance(s, SentimentClassifier)).trainKwargs()
+
+
+def test_the_training_config_sets_the_sentiment_recipes_cost():
+    shipped = _sentiment_kwargs([])
+    assert (shipped["ensemble"], shipped["teacher_finetune"], shipped["augment"], shipped["teacher_per_member"]) == (3, 3, 16, True)
+    cheaper = _sentiment_kwargs(["train.sentiment_ensemble=2", "train.teacher_finetune_epochs=1", "train.augment=4"])
+    assert (cheaper["ensemble"], cheaper["teacher_finetune"], cheaper["augment"], cheaper["teacher_per_member"]) == (2, 1, 4, True)
+    # One LSTM has no other members to give teachers to: the option the training refuses without an ensemble is off.
+    one = _sentiment_kwargs(["train.sentiment_ensemble=1", "train.teacher_finetune_epochs=0", "train.augment=0"])
+    assert (one["ensemble"], one["teacher_finetune"], one["augment"], one["teacher_per_member"]) == (1, 0, 0, False)
+
+
+@pytest.mark.parametrize("override", ["train.sentiment_ensemble=0", "train.teacher_finetune_epochs=-1", "train.augment=many",
+                                      "train.augment=2.5", "train.sentiment_ensemble=true", "train.augment=null"])
+def test_a_bad_recipe_cost_fails_before_any_training(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=f"{key} must be a whole number"):
+        _sentiment_kwargs([override])

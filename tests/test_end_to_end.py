@@ -18,6 +18,9 @@ def tiny_model(spark, shared_data, tmp_path_factory):
         "train", "--data", str(shared_data / "Tweets.csv"), "--split", str(shared_data / "split.csv"), "--out", str(out),
         "--limit", "300", "--version", "tiny-e2e", "--set", "train.epochs=1", "--set", "train.lda_passes=2",
         "--set", "train.lstm_units=8", "--set", "train.embedding_dim=16",
+        # The recipe's every part (two LSTMs with their own fine-tuned teachers, altered copies), cut short.
+        "--set", "train.sentiment_epochs=1", "--set", "train.sentiment_ensemble=2", "--set", "train.teacher_finetune_epochs=1",
+        "--set", "train.augment=2",
     ])
     assert code == 0
     return out
@@ -35,6 +38,11 @@ def test_train_writes_model_and_report(tiny_model):
         assert (report / png).stat().st_size > 1000
     text = (report / "report.md").read_text()
     assert "Accuracy" in text and "c_v" in text
+    # The saved sentiment stage records the recipe the config's cost settings chose.
+    meta = next((tiny_model / "pipeline" / "stages").glob("*_SentimentModel_*/metadata/part-*"))
+    params = json.loads(meta.read_text())["paramMap"]
+    assert (params["ensembleSize"], params["teacherFineTune"], params["augment"], params["epochs"]) == (2, 1, 2, 1)
+    assert params["teacherPerMember"] is True
 
 
 @pytest.mark.slow

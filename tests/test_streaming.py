@@ -76,6 +76,9 @@ def tiny_model(spark, shared_data, tmp_path_factory):
         "train", "--data", str(shared_data / "Tweets.csv"), "--split", str(shared_data / "split.csv"), "--out", str(out),
         "--limit", "300", "--version", "tiny-stream", "--set", "train.epochs=1", "--set", "train.lda_passes=2",
         "--set", "train.lstm_units=8", "--set", "train.embedding_dim=16",
+        # The recipe's every part (two LSTMs with their own fine-tuned teachers, altered copies), cut short.
+        "--set", "train.sentiment_epochs=1", "--set", "train.sentiment_ensemble=2", "--set", "train.teacher_finetune_epochs=1",
+        "--set", "train.augment=2",
     ])
     assert code == 0
     return out
