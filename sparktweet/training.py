@@ -41,7 +41,7 @@ def build_pipeline(config: Mapping[str, Any] | None = None) -> Pipeline:
     if get(cfg, "train.sentiment_epochs") is not None:  # the sentiment LSTMs' own, shorter run (cosine rate)
         sentiment["epochs"] = int(get(cfg, "train.sentiment_epochs"))
     # The recipe's cost knobs: the training time grows about linearly with each. The defaults
-    # are the shipped recipe; one LSTM (sentiment_ensemble: 1) trains in about a third of the time.
+    # are the shipped recipe; one LSTM (sentiment_ensemble: 1) runs the sentiment stage in about a third of the time.
     ensemble = _count(cfg, "train.sentiment_ensemble", 3, minimum=1)
     finetune = _count(cfg, "train.teacher_finetune_epochs", 3, minimum=0)
     augment = _count(cfg, "train.augment", 16, minimum=0)
