@@ -59,9 +59,9 @@ def build_pipeline(config: Mapping[str, Any] | None = None) -> Pipeline:
             # labels, without class weights (the teacher's probabilities carry the classes' real shares), for two
             # epochs with a cosine learning rate. Validation part: one such LSTM per seed 13-15, 0.829 +- 0.005
             # accuracy / 0.778 +- 0.006 macro-F1; those three averaged, 0.832 / 0.781; 0.828 / 0.775 for three
-            # LSTMs sharing one teacher; 0.826 +- 0.002 / 0.775 +- 0.005 for the previous recipe's one LSTM. Run once
-            # as it stands (seed 13), this recipe gave 0.827 / 0.773: its gain is about the spread between
-            # runs (docs/benchmarks.md, "Three teachers").
+            # LSTMs sharing one teacher; 0.826 +- 0.002 / 0.775 +- 0.005 for the previous recipe's one LSTM. Run as it
+            # stands, this recipe gave 0.827 / 0.773 (seed 13) and 0.831 / 0.779 (seed 14): its gain is about the
+            # spread between runs (docs/benchmarks.md, "Three teachers").
             SentimentClassifier(ensembleSize=ensemble, ensembleStudent=False, teacherEncoder="default", teacherFineTune=finetune,
                                 teacherWeight=1.0, augment=augment, augmentStyle="mix", classWeight="none",
                                 teacherPerMember=ensemble > 1, lrSchedule="cosine", **sentiment),
