@@ -83,11 +83,19 @@ DOMAIN_KEEP = frozenset({"call", "back", "first", "last", "full", "empty", "fron
 # Tweet noise spaCy does not list: retweet marker, texting forms of "you", "your", "I'm".
 EXTRA_STOP_WORDS = frozenset({"rt", "u", "ur", "im", "ive", "amp"})
 # Lookup-table entries that are wrong for tweets: the table lemmatises adverbs ("better" ->
-# "well", "worse" -> "wrong") and knows no airline names ("united" -> "unite"). A value equal to
-# the key removes the entry.
+# "well", "worse" -> "wrong"), knows no airline names ("united" -> "unite") and reads common
+# airline nouns as verb forms ("crew" -> "crow", "number" -> "numb", "ground" -> "grind"). A value
+# equal to the key removes the entry.
 LEMMA_OVERRIDES: Mapping[str, str] = {
     "united": "united",
     "media": "media",
+    "crew": "crew",
+    "number": "number",
+    "ground": "ground",
+    "matter": "matter",
+    "rent": "rent",
+    "bit": "bit",
+    "data": "data",
     "better": "good",
     "best": "good",
     "worse": "bad",

@@ -43,6 +43,9 @@ def pre() -> TextPreprocessor:
         ("dont cant cannot nor none", ["not", "not", "not", "nor", "none"]),
         ("Cancelled Flights", ["cancel", "flight"]),
         ("worst flight delayed 3 hours", ["bad", "flight", "delay", "xnum", "hour"]),
+        # Airline nouns the lookup table reads as verb forms ("crow", "numb", "grind").
+        ("The crew gave me a confirmation number while we sat on the ground for a bit",
+         ["crew", "confirmation", "number", "sit", "ground", "bit"]),
         ("Sooooo happy!!! at O'Hare", ["soo", "happy", "ohare"]),
         ("RT the a an it is", []),
     ],
