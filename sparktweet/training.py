@@ -34,12 +34,12 @@ def build_pipeline(config: Mapping[str, Any] | None = None) -> Pipeline:
     cfg = config or {}
     # Only settings the config names are passed on: the rest keep each stage's own defaults
     # (the sentiment and topic LSTMs are tuned differently).
-    keys = {"epochs": "train.epochs", "seed": "train.seed", "embeddingDim": "train.embedding_dim", "lstmUnits": "train.lstm_units",
-            "vocabSize": "train.vocab_size", "maxLen": "train.max_len"}
-    lstm = {param: int(get(cfg, key)) for param, key in keys.items() if get(cfg, key) is not None}
+    keys = {"epochs": ("train.epochs", 1), "seed": ("train.seed", 0), "embeddingDim": ("train.embedding_dim", 1),
+            "lstmUnits": ("train.lstm_units", 1), "vocabSize": ("train.vocab_size", 2), "maxLen": ("train.max_len", 1)}
+    lstm = {param: _count(cfg, key, None, minimum) for param, (key, minimum) in keys.items() if get(cfg, key) is not None}
     sentiment = dict(lstm)
     if get(cfg, "train.sentiment_epochs") is not None:  # the sentiment LSTMs' own, shorter run (cosine rate)
-        sentiment["epochs"] = int(get(cfg, "train.sentiment_epochs"))
+        sentiment["epochs"] = _count(cfg, "train.sentiment_epochs", None, minimum=1)
     # The recipe's cost knobs: the training time grows about linearly with each. The defaults
     # are the shipped recipe; one LSTM (sentiment_ensemble: 1) runs the sentiment stage in about a third of the time.
     ensemble = _count(cfg, "train.sentiment_ensemble", 3, minimum=1)
@@ -47,7 +47,7 @@ def build_pipeline(config: Mapping[str, Any] | None = None) -> Pipeline:
     augment = _count(cfg, "train.augment", 16, minimum=0)
     lda = {"seed": lstm["seed"]} if "seed" in lstm else {}
     if get(cfg, "train.lda_passes") is not None:
-        lda["passes"] = int(get(cfg, "train.lda_passes"))
+        lda["passes"] = _count(cfg, "train.lda_passes", None, minimum=1)
     return Pipeline(
         stages=[
             TweetPreprocessor(backend=str(get(cfg, "train.preprocess_backend", "pandas"))),
@@ -71,7 +71,7 @@ def build_pipeline(config: Mapping[str, Any] | None = None) -> Pipeline:
     )
 
 
-def _count(cfg: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
+def _count(cfg: Mapping[str, Any], key: str, default: int | None, minimum: int) -> int:
     """A whole-number setting of the config, at least ``minimum``: a bad value fails before any training starts."""
     value = get(cfg, key, default)
     try:

@@ -93,3 +93,29 @@ def test_a_bad_recipe_cost_fails_before_any_training(override):
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=f"{key} must be a whole number"):
         _sentiment_kwargs([override])
+
+
+@pytest.mark.parametrize("override", ["train.epochs=0", "train.seed=-1", "train.lstm_units=wide", "train.max_len=2.5",
+                                      "train.vocab_size=1", "train.embedding_dim=false", "train.sentiment_epochs=0",
+                                      "train.lda_passes=many"])
+def test_a_bad_model_setting_fails_before_any_training(override):
+    from sparktweet.training import build_pipeline
+
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=f"{key} must be a whole number"):
+        build_pipeline(load_config(overrides=[override]))
+
+
+def test_the_model_settings_reach_their_stages():
+    from sparktweet.sentiment import SentimentClassifier
+    from sparktweet.topics import TopicClassifier, TopicLabeler
+    from sparktweet.training import build_pipeline
+
+    stages = build_pipeline(load_config(overrides=["train.epochs=4", "train.sentiment_epochs=1", "train.lda_passes=3",
+                                                   "train.max_len=24"])).getStages()
+    topic = next(s for s in stages if isinstance(s, TopicClassifier))
+    sentiment = next(s for s in stages if isinstance(s, SentimentClassifier))
+    labeler = next(s for s in stages if isinstance(s, TopicLabeler))
+    assert (topic.getOrDefault("epochs"), topic.getOrDefault("maxLen")) == (4, 24)
+    assert (sentiment.getOrDefault("epochs"), sentiment.getOrDefault("maxLen")) == (1, 24)
+    assert labeler.getOrDefault("passes") == 3
