@@ -56,13 +56,11 @@ def build_pipeline(config: Mapping[str, Any] | None = None) -> Pipeline:
             # The shipped recipe: three LSTMs, each with its own teacher, MiniLM fine-tuned on the training rows
             # with the LSTM's seed (at training time only: the pipeline ships the LSTMs, averaged). Each learns the
             # rows and 16 "mix" copies of each (words swapped, pieces of two tweets joined), which its teacher alone
-            # labels, without class weights (the teacher's probabilities carry the classes' real shares), for two
-            # epochs with a cosine learning rate. Validation part: one such LSTM per seed 13-15, 0.829 +- 0.005
-            # accuracy / 0.778 +- 0.006 macro-F1; those three averaged, 0.832 / 0.781; 0.828 / 0.775 for three
-            # LSTMs sharing one teacher; 0.826 +- 0.002 / 0.775 +- 0.005 for the previous recipe's one LSTM. Run as it
-            # stands, this recipe gave 0.827 / 0.773 (seed 13) and 0.831 / 0.779 (seed 14): its gain is about the
-            # spread between runs (docs/benchmarks.md, "Three teachers"). Test part, seed 13, two trainings: 0.831 / 0.781
-            # and (after the lemma fix) 0.829 / 0.777, so the floors of 0.83 / 0.78 are met about half the time.
+            # labels, without class weights (the teacher's probabilities carry the classes' real shares), for up to
+            # six epochs (train.sentiment_epochs) with a cosine learning rate and early stopping. Validation part:
+            # 0.835 / 0.787 (seed 13) and 0.837 / 0.786 (seed 14), against 0.827 / 0.773 and 0.831 / 0.779 over two
+            # epochs, where the same seed run twice moves by up to 0.004 (docs/benchmarks.md, "Three teachers").
+            # Test part, seed 13, over two epochs: 0.831 / 0.781, then 0.829 / 0.777 after the lemma fix.
             SentimentClassifier(ensembleSize=ensemble, ensembleStudent=False, teacherEncoder="default", teacherFineTune=finetune,
                                 teacherWeight=1.0, augment=augment, augmentStyle="mix", classWeight="none",
                                 teacherPerMember=ensemble > 1, lrSchedule="cosine", **sentiment),

@@ -98,7 +98,6 @@ def test_the_lda_reference_learns_the_human_reasons_and_counts_pooled_tweets_onl
 def test_the_quality_benchmark_trains_the_training_jobs_sentiment_recipe(monkeypatch):
     import pandas as pd
 
-    from sparktweet.config import load_config
     from sparktweet.keras_io import TextClassifier
     from sparktweet.sentiment import SentimentClassifier
     from sparktweet.training import build_pipeline
@@ -114,9 +113,14 @@ def test_the_quality_benchmark_trains_the_training_jobs_sentiment_recipe(monkeyp
         raise Stop
 
     monkeypatch.setattr(TextClassifier, "train", train)
+    # A config whose sentiment epochs differ from the stage's own default shows which one the benchmark reads.
+    import sparktweet.config
+
+    shipped_config = sparktweet.config.load_config
+    monkeypatch.setattr(sparktweet.config, "load_config", lambda *a, **kw: shipped_config(overrides=["train.sentiment_epochs=5"]))
     frame = quality.add_tokens(pd.DataFrame({"text": ["so late again", "thanks a lot"], "airline_sentiment": ["negative", "positive"]}))
     with pytest.raises(Stop):
         quality.sentiment_lstm(frame, frame, {}, quick=False)
-    job = next(s for s in build_pipeline(load_config()).getStages() if isinstance(s, SentimentClassifier)).trainKwargs()
+    job = next(s for s in build_pipeline(sparktweet.config.load_config()).getStages() if isinstance(s, SentimentClassifier)).trainKwargs()
     assert {k: seen[k] for k in job} == job
-    assert seen["epochs"] == load_config()["train"]["sentiment_epochs"] != SentimentClassifier().getOrDefault("epochs")
+    assert seen["epochs"] == 5 != SentimentClassifier().getOrDefault("epochs")
