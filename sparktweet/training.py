@@ -60,7 +60,8 @@ def build_pipeline(config: Mapping[str, Any] | None = None) -> Pipeline:
             # six epochs (train.sentiment_epochs) with a cosine learning rate and early stopping. Validation part:
             # 0.835 / 0.787 (seed 13) and 0.837 / 0.786 (seed 14), against 0.827 / 0.773 and 0.831 / 0.779 over two
             # epochs, where the same seed run twice moves by up to 0.004 (docs/benchmarks.md, "Three teachers").
-            # Test part, seed 13, over two epochs: 0.831 / 0.781, then 0.829 / 0.777 after the lemma fix.
+            # Early stopping ends each LSTM after its third epoch and keeps its first (lowest validation loss).
+            # Test part, seed 13: 0.832 / 0.782; over two epochs 0.831 / 0.781, then 0.829 / 0.777 after the lemma fix.
             SentimentClassifier(ensembleSize=ensemble, ensembleStudent=False, teacherEncoder="default", teacherFineTune=finetune,
                                 teacherWeight=1.0, augment=augment, augmentStyle="mix", classWeight="none",
                                 teacherPerMember=ensemble > 1, lrSchedule="cosine", **sentiment),
