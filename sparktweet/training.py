@@ -38,7 +38,7 @@ def build_pipeline(config: Mapping[str, Any] | None = None) -> Pipeline:
             "lstmUnits": ("train.lstm_units", 1), "vocabSize": ("train.vocab_size", 2), "maxLen": ("train.max_len", 1)}
     lstm = {param: _count(cfg, key, None, minimum) for param, (key, minimum) in keys.items() if get(cfg, key) is not None}
     sentiment = dict(lstm)
-    if get(cfg, "train.sentiment_epochs") is not None:  # the sentiment LSTMs' own, shorter run (cosine rate)
+    if get(cfg, "train.sentiment_epochs") is not None:  # the sentiment LSTMs' own run (cosine rate, early stopping)
         sentiment["epochs"] = _count(cfg, "train.sentiment_epochs", None, minimum=1)
     # The recipe's cost knobs: the training time grows about linearly with each. The defaults
     # are the shipped recipe; one LSTM (sentiment_ensemble: 1) runs the sentiment stage in about a third of the time.
